@@ -1,0 +1,129 @@
+"""Artifact layout under one root folder, atomic writes and stage manifests.
+
+Every stage writes its output under a temporary name and renames it into place only when it is complete, so a
+crash never leaves a half-written table that a later stage would trust. Beside its output each stage writes a
+``manifest.json``: the config it ran with, hashes of its inputs, package versions, wall time and row counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "manifest.json"
+_VERSIONED_PACKAGES = ("rdistill", "torch", "pyarrow", "numpy", "pandas", "pydantic", "ray", "transformers",
+                       "deepspeed", "optuna")
+
+
+@dataclass(frozen=True)
+class ArtifactLayout:
+    """Where each stage's output lives under the artifact root (see docs/ARCHITECTURE.md)."""
+
+    root: Path
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.root / "dataset"
+
+    def table(self, name: str) -> Path:
+        """dataset/{items,users,train,valid,test}.parquet"""
+        return self.dataset_dir / f"{name}.parquet"
+
+    @property
+    def students_dir(self) -> Path:
+        return self.root / "students"
+
+    def student_dir(self, run_name: str) -> Path:
+        return self.students_dir / run_name
+
+
+def _temporary_sibling(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield an empty temporary folder; on success it replaces `target`, on error it is removed."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = _temporary_sibling(target)
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if target.exists():
+        retired = _temporary_sibling(target)
+        target.rename(retired)
+        staging.rename(target)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        staging.rename(target)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = _temporary_sibling(path)
+    try:
+        staging.write_bytes(data)
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+def atomic_write_json(path: Path, payload: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _VERSIONED_PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+def build_manifest(
+    stage: str,
+    config: dict[str, Any],
+    inputs: dict[str, Path],
+    counts: dict[str, int],
+    started_at: float,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The provenance record a stage writes beside its output."""
+    return {
+        "stage": stage,
+        "config": config,
+        "inputs": {name: {"path": str(path), "sha256": file_sha256(path)} for name, path in sorted(inputs.items())},
+        "counts": counts,
+        "versions": package_versions(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started_at)),
+        "wall_seconds": round(time.time() - started_at, 3),
+        **(extra or {}),
+    }

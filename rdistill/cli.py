@@ -1,0 +1,152 @@
+"""`rdistill <command> --config FILE key.sub=value ...`: the command line over the library.
+
+Every command reads one YAML config (jobs/configs/*.yaml), applies `key.sub=value` overrides, validates the
+result once, and then calls the library. Errors that the user can fix are printed as one line, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from rdistill.errors import RdistillError
+
+log = logging.getLogger("rdistill")
+
+OVERRIDES_HELP = (
+    "config overrides as key.sub=value, applied after --config; values are YAML "
+    "(e.g. train.lr=0.0005 data.min_user_interactions=5 eval.ks=[10,20] data.root=../shared/data)"
+)
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", type=Path, default=None,
+                        help="YAML config file (see jobs/configs/); defaults apply to keys it leaves out")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rdistill",
+        description="Distil LLM-based sequential recommenders into small, fast students.",
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors on stderr")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    prepare = commands.add_parser(
+        "prepare",
+        help="interaction logs -> dataset/ (items, users, leave-one-out train/valid/test Parquet)",
+        description=(
+            "Read the raw logs named by data.format / data.root / data.path (MovieLens, S3-Rec text or a generic "
+            "CSV/Parquet), drop repeated (user, item) pairs, apply the k-core filter "
+            "(data.min_user_interactions, data.min_item_interactions), order each user's interactions by "
+            "timestamp then file order, and write the leave-one-out splits to <artifact_root>/dataset/ with a "
+            "manifest.json. data.root defaults to $RDISTILL_DATA_DIR."
+        ),
+    )
+    _add_config_arguments(prepare)
+
+    train = commands.add_parser(
+        "train-student",
+        help="train one student (student.name) with early stopping; writes students/<run>/",
+        description=(
+            "Train the student named by student.name (sasrec, gru4rec, caser) on <artifact_root>/dataset/ with "
+            "Adam and full-softmax cross-entropy, early-stop on the validation metric eval.select_metric "
+            "(patience train.patience), keep the best weights, evaluate the test split once with them, and write "
+            "model.safetensors, model_config.json, metrics.json and manifest.json to "
+            "<artifact_root>/students/<train.run_name or student-seedN>/."
+        ),
+    )
+    _add_config_arguments(train)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="full-ranking HR/NDCG/MRR@K of a saved student or the popularity baseline",
+        description=(
+            "Rank every item of the catalogue for each row of a split and report HR@K, NDCG@K and MRR@K for "
+            "eval.ks. Select models on --split valid; look at test only for the final report."
+        ),
+    )
+    target = evaluate.add_mutually_exclusive_group(required=True)
+    target.add_argument("--model-dir", type=Path, help="a saved student (folder with model_config.json)")
+    target.add_argument("--popularity", action="store_true", help="evaluate the popularity baseline")
+    evaluate.add_argument("--split", choices=["valid", "test"], default="valid", help="which split (default valid)")
+    _add_config_arguments(evaluate)
+    return parser
+
+
+def _command_prepare(config) -> dict:
+    from rdistill.artifacts import MANIFEST_NAME, read_json
+    from rdistill.data.prepare import prepare_dataset
+
+    dataset_dir = prepare_dataset(config)
+    counts = read_json(dataset_dir / MANIFEST_NAME)["counts"]
+    return {"dataset_dir": str(dataset_dir), **counts}
+
+
+def _command_train_student(config) -> dict:
+    from rdistill.distill.train import train_student
+
+    result = train_student(config)
+    return {
+        "run_dir": str(result.run_dir),
+        "student": config.student.name,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "seconds_per_epoch": round(result.seconds_per_epoch, 3),
+        "num_parameters": result.num_parameters,
+        "valid": result.valid,
+        "test": result.test,
+    }
+
+
+def _command_evaluate(config, model_dir: Path | None, popularity: bool, split: str) -> dict:
+    from rdistill.artifacts import ArtifactLayout
+    from rdistill.data.dataset import load_dataset_info, load_split
+    from rdistill.evaluate import PopularityRecommender, evaluate_model, evaluate_scorer
+    from rdistill.models import load_student
+
+    layout = ArtifactLayout(config.artifact_path())
+    info = load_dataset_info(layout.dataset_dir)
+    rows = load_split(layout.dataset_dir, split, info.max_len)
+    eval_cfg, batch_size = config.eval, config.train.eval_batch_size
+    if popularity:
+        scorer = PopularityRecommender.fit(load_split(layout.dataset_dir, "train", info.max_len), info.n_items)
+        metrics = evaluate_scorer(scorer.scores, rows, eval_cfg.ks, batch_size, eval_cfg.exclude_history)
+        name = "popularity"
+    else:
+        model = load_student(model_dir)
+        if model.n_items != info.n_items:
+            raise RdistillError(f"{model_dir} was trained on {model.n_items} items but {layout.dataset_dir} has "
+                                f"{info.n_items}: evaluate it on the dataset it was trained on")
+        metrics = evaluate_model(model, rows, eval_cfg.ks, batch_size, eval_cfg.exclude_history)
+        name = str(model_dir)
+    return {"model": name, "split": split, "rows": len(rows), **metrics}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        from rdistill.config import load_config
+
+        config = load_config(args.config, args.overrides)
+        if args.command == "prepare":
+            summary = _command_prepare(config)
+        elif args.command == "train-student":
+            summary = _command_train_student(config)
+        else:
+            summary = _command_evaluate(config, args.model_dir, args.popularity, args.split)
+    except RdistillError as err:
+        print(f"rdistill {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

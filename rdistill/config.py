@@ -1,0 +1,224 @@
+"""Typed configuration for every stage, loaded from YAML and overridable with ``key.sub=value``.
+
+One YAML file describes one experiment (a dataset, a student, how to train it). Every section is a pydantic
+model that forbids unknown keys, so a typo such as ``train.lr_rate=0.1`` fails at start-up with the key named,
+instead of being silently ignored as in dict-based configs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rdistill.errors import ConfigError
+
+DATA_DIR_ENV = "RDISTILL_DATA_DIR"
+ARTIFACT_ROOT_ENV = "RDISTILL_ARTIFACT_ROOT"
+
+
+class StrictModel(BaseModel):
+    """A config section: unknown keys are errors, values are validated on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(StrictModel):
+    """Where the raw interaction logs are and how ``rdistill prepare`` turns them into sequences."""
+
+    format: Literal["movielens", "s3rec", "generic"] = "movielens"
+    # Folder holding the raw datasets; null means the RDISTILL_DATA_DIR environment variable.
+    root: str | None = None
+    # Dataset folder (or file) relative to `root`; an absolute path is used as is.
+    path: str = "ml-latest-small"
+    # s3rec: the `user item item ...` text file; generic: interactions CSV/Parquet; movielens: auto-detected
+    # (ratings.csv, ratings.dat or u.data) when null.
+    interactions_file: str | None = None
+    # generic: items CSV/Parquet with item_id and text; s3rec: item-attributes JSON; movielens: auto-detected.
+    items_file: str | None = None
+    # generic format column names.
+    user_column: str = "user_id"
+    item_column: str = "item_id"
+    time_column: str = "timestamp"
+    text_column: str = "text"
+    # movielens: keep only ratings >= min_rating (null keeps every rating as an implicit interaction).
+    min_rating: float | None = None
+    # movielens: append the most frequent user tags of a movie to its text, when tags.csv exists.
+    include_tags: bool = True
+    # k-core filter, iterated to a fixed point. Users need 3 interactions for a train/valid/test split.
+    min_user_interactions: int = Field(5, ge=3)
+    min_item_interactions: int = Field(5, ge=1)
+    # Keep only the first interaction of a (user, item) pair, so a target never repeats an item of its history.
+    drop_duplicates: bool = True
+    # Histories keep at most this many most recent items.
+    max_len: int = Field(50, ge=1)
+
+    def resolve_root(self) -> Path:
+        root = self.root or os.environ.get(DATA_DIR_ENV)
+        if not root:
+            raise ConfigError(
+                f"data.root is not set and ${DATA_DIR_ENV} is empty: say where the raw datasets are, "
+                f"e.g. data.root=../shared/data or export {DATA_DIR_ENV}=../shared/data"
+            )
+        return Path(root).expanduser()
+
+    def resolve_path(self) -> Path:
+        path = Path(self.path).expanduser()
+        return path if path.is_absolute() else self.resolve_root() / path
+
+
+class StudentConfig(StrictModel):
+    """Which student to train; `params` are validated by that student's own typed defaults."""
+
+    # A name in rdistill.models.STUDENTS: sasrec, gru4rec, caser.
+    name: str = "sasrec"
+    # Model-specific hyper-parameters (see each model's Params class); unknown keys are errors.
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_params(self) -> StudentConfig:
+        self.model_params()
+        return self
+
+    def model_params(self) -> BaseModel:
+        from rdistill.models import student_class  # torch is imported only when a student is configured
+
+        try:
+            cls = student_class(self.name)
+        except KeyError as err:
+            raise ValueError(str(err.args[0])) from None
+        try:
+            return cls.Params.model_validate(self.params)
+        except ValidationError as err:
+            raise ValueError(_format_validation_error(err, prefix="params")) from None
+
+
+class TrainConfig(StrictModel):
+    """One student training run: Adam, early stopping on the validation metric."""
+
+    epochs: int = Field(200, ge=1)  # upper bound; early stopping usually ends the run sooner
+    batch_size: int = Field(256, ge=1)  # rows (histories) per step
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float | None = Field(5.0, gt=0)  # max global gradient norm; null disables clipping
+    patience: int = Field(10, ge=1)  # epochs without a better validation metric before stopping
+    # auto: causal students (sasrec, gru4rec) learn the next item at every position of a history in one pass
+    # (SASRec's scheme, ~max_len times cheaper per epoch); others learn each train row's target.
+    objective: Literal["auto", "all_positions", "last_position"] = "auto"
+    eval_batch_size: int = Field(1024, ge=1)
+    num_threads: int | None = Field(None, ge=1)  # torch intra-op threads; null keeps torch's default
+    progress: bool = True  # tqdm progress bars on stderr
+    run_name: str | None = None  # students/<run_name>/; null means "<student>-seed<seed>"
+
+
+class EvalConfig(StrictModel):
+    """Full-ranking evaluation over the whole catalog."""
+
+    ks: list[int] = Field(default_factory=lambda: [5, 10, 20])
+    # Validation metric used for early stopping and model selection.
+    select_metric: str = "ndcg_at_10"
+    # Mask the items of the user's history when ranking (targets never repeat history items after de-duplication).
+    exclude_history: bool = True
+
+    @field_validator("ks")
+    @classmethod
+    def _positive_ks(cls, ks: list[int]) -> list[int]:
+        if not ks or any(k < 1 for k in ks):
+            raise ValueError("ks must be a non-empty list of positive integers")
+        return sorted(set(ks))
+
+    @model_validator(mode="after")
+    def _metric_is_computed(self) -> EvalConfig:
+        valid = {f"{name}_at_{k}" for name in ("hr", "ndcg", "mrr") for k in self.ks}
+        if self.select_metric not in valid:
+            raise ValueError(f"select_metric {self.select_metric!r} is not one of {sorted(valid)}")
+        return self
+
+
+class Config(StrictModel):
+    """The whole experiment. Sections for later stages are added beside these."""
+
+    # Every stage reads and writes under this folder (dataset/, students/, ...).
+    artifact_root: str = "artifacts/ml-latest-small"
+    seed: int = 42
+    data: DataConfig = Field(default_factory=DataConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    def artifact_path(self) -> Path:
+        return Path(os.environ.get(ARTIFACT_ROOT_ENV) or self.artifact_root).expanduser()
+
+
+def _format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for issue in err.errors():
+        loc = ".".join(str(part) for part in issue["loc"])
+        if prefix:
+            loc = f"{prefix}.{loc}" if loc else prefix
+        message = issue["msg"]
+        if issue["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif "input" in issue and issue["type"] != "value_error":
+            message = f"{message} (got {issue['input']!r})"
+        lines.append(f"{loc or '<root>'}: {message}")
+    return "; ".join(lines)
+
+
+def parse_override(override: str) -> tuple[list[str], Any]:
+    """``"train.lr=0.01"`` -> (["train", "lr"], 0.01); values are parsed as YAML scalars/lists."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {override!r} must look like key.sub=value")
+    parts = key.strip().split(".")
+    if any(not part for part in parts):
+        raise ConfigError(f"override {override!r} has an empty key part")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {override!r}: value is not valid YAML ({err})") from None
+    return parts, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for override in overrides:
+        parts, value = parse_override(override)
+        node = raw
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError(f"override {override!r}: {where} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or the defaults when path is None), apply overrides, validate once."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(loaded).__name__}")
+        raw = loaded or {}
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        source = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{source}invalid config: {_format_validation_error(err)}") from None
+
+
+def config_to_dict(config: BaseModel) -> dict[str, Any]:
+    """JSON-ready dict of a config, for manifests and saved runs."""
+    return config.model_dump(mode="json")

@@ -1,0 +1,67 @@
+"""Evaluate a scorer (a student, or the popularity baseline) on a split with full ranking."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from rdistill.data.dataset import SplitTensors
+from rdistill.data.schema import PADDING_IDX
+from rdistill.metrics import ranking_metrics, target_ranks
+
+Scorer = Callable[[torch.Tensor], torch.Tensor]  # history [B, L] -> scores [B, n_items + 1]
+
+
+def mask_history(scores: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+    """Set the scores of items already in the history (and of padding) to -inf, in place."""
+    scores.scatter_(1, history, float("-inf"))
+    scores[:, PADDING_IDX] = float("-inf")
+    return scores
+
+
+@torch.no_grad()
+def split_ranks(scorer: Scorer, split: SplitTensors, batch_size: int, exclude_history: bool) -> np.ndarray:
+    """0-based full-catalogue rank of each row's target."""
+    ranks = []
+    for history, target in split.batches(batch_size):
+        scores = scorer(history).float()
+        if exclude_history:
+            mask_history(scores, history)
+        ranks.append(target_ranks(scores, target))
+    return torch.cat(ranks).numpy() if ranks else np.empty(0, dtype=np.int64)
+
+
+def evaluate_scorer(scorer: Scorer, split: SplitTensors, ks: list[int], batch_size: int = 1024,
+                    exclude_history: bool = True) -> dict[str, float]:
+    return ranking_metrics(split_ranks(scorer, split, batch_size, exclude_history), ks)
+
+
+def evaluate_model(model: torch.nn.Module, split: SplitTensors, ks: list[int], batch_size: int = 1024,
+                   exclude_history: bool = True) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    try:
+        return evaluate_scorer(model.scores, split, ks, batch_size, exclude_history)
+    finally:
+        model.train(was_training)
+
+
+class PopularityRecommender:
+    """Scores every item by how often it occurs in the training part of the sequences: the sanity baseline."""
+
+    def __init__(self, item_counts: torch.Tensor):
+        self.item_scores = item_counts.float()
+        self.item_scores[PADDING_IDX] = float("-inf")
+
+    @classmethod
+    def fit(cls, train: SplitTensors, n_items: int) -> PopularityRecommender:
+        """Count training targets plus each sequence's first item (a first item is never a target)."""
+        counts = torch.bincount(train.target, minlength=n_items + 1)
+        first_rows = (train.history[:, :-1] == PADDING_IDX).all(dim=1)  # rows whose history is one item
+        counts += torch.bincount(train.history[first_rows, -1], minlength=n_items + 1)
+        return cls(counts)
+
+    def scores(self, history: torch.Tensor) -> torch.Tensor:
+        return self.item_scores.expand(history.shape[0], -1).clone()

@@ -1,0 +1,87 @@
+"""The contract every student honours (after RecBole's sequential models, typed).
+
+Evaluation, distillation and serving only ever call these methods, so a new student is one file plus one
+registry line. Histories are LongTensor [B, L] of item_idx, left-padded with 0, most recent item last.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from rdistill.data.schema import PADDING_IDX
+
+
+class StudentParams(BaseModel):
+    """Hyper-parameters shared by every student; each student extends this with its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hidden_size: int = Field(64, ge=1)  # width of item embeddings and of the user state
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)  # dropout on embeddings and hidden layers
+
+
+class SequentialRecommender(nn.Module):
+    """A next-item recommender over a catalogue of n_items items (item_idx 1..n_items; 0 is padding)."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[StudentParams]] = StudentParams
+    # A causal student's state at position j depends only on positions <= j, so one pass over a history
+    # trains on every next-item target in it (see all_positions_loss).
+    causal: ClassVar[bool] = False
+
+    def __init__(self, n_items: int, max_len: int, params: StudentParams):
+        super().__init__()
+        self.n_items = n_items
+        self.max_len = max_len
+        self.params = params
+        self.item_embedding = nn.Embedding(n_items + 1, params.hidden_size, padding_idx=PADDING_IDX)
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        """User state [B, hidden_size] after reading the history."""
+        raise NotImplementedError
+
+    def sequence_states(self, history: torch.Tensor) -> torch.Tensor:
+        """States [B, L, hidden_size] at every position; only causal students have them."""
+        raise NotImplementedError(f"{self.name} is not a causal student: it has no per-position states")
+
+    def item_embeddings(self) -> torch.Tensor:
+        """[n_items + 1, hidden_size]; row 0 is padding. Also the output table scores are computed against."""
+        return self.item_embedding.weight
+
+    def embed_history(self, history: torch.Tensor) -> torch.Tensor:
+        """Look up the input vectors of a history [B, L] -> [B, L, hidden_size], via item_embeddings() so a
+        subclass (or distillation) that changes the table changes inputs and outputs alike."""
+        return F.embedding(history, self.item_embeddings(), padding_idx=PADDING_IDX)
+
+    def scores(self, history: torch.Tensor) -> torch.Tensor:
+        """Full-catalogue scores [B, n_items + 1]; the padding column is -inf so it never ranks."""
+        logits = self.forward(history) @ self.item_embeddings().T
+        logits[:, PADDING_IDX] = float("-inf")
+        return logits
+
+    def loss(self, history: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Full-softmax cross-entropy of the target over the whole catalogue."""
+        return F.cross_entropy(self.scores(history), target)
+
+    def all_positions_loss(self, history: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Full-softmax cross-entropy of the next item at every real position of a causal student: position j
+        predicts history[j + 1], the last position predicts target (SASRec's original training scheme)."""
+        next_items = torch.cat([history[:, 1:], target[:, None]], dim=1)
+        real = history != PADDING_IDX  # left padding: every real position is followed by a real next item
+        logits = self.sequence_states(history)[real] @ self.item_embeddings().T
+        logits[:, PADDING_IDX] = float("-inf")
+        return F.cross_entropy(logits, next_items[real])
+
+    def model_config(self) -> dict[str, Any]:
+        """Everything needed to rebuild this model (see rdistill.models.load_student)."""
+        return {"name": self.name, "n_items": self.n_items, "max_len": self.max_len,
+                "params": self.params.model_dump(mode="json")}
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
