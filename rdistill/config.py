@@ -93,7 +93,7 @@ class StudentConfig(StrictModel):
         try:
             return cls.Params.model_validate(self.params)
         except ValidationError as err:
-            raise ValueError(_format_validation_error(err, prefix="params")) from None
+            raise ValueError(_format_validation_error(err, prefix="student.params")) from None
 
 
 class TrainConfig(StrictModel):

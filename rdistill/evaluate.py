@@ -23,9 +23,9 @@ def mask_history(scores: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def split_ranks(scorer: Scorer, split: SplitTensors, batch_size: int, exclude_history: bool) -> np.ndarray:
-    """0-based full-catalogue rank of each row's target."""
+    """0-based full-catalogue rank of each row's target (rows grouped by history length, not in split order)."""
     ranks = []
-    for history, target in split.batches(batch_size):
+    for history, target in split.batches(batch_size, group_by_length=True):  # metrics ignore row order
         scores = scorer(history).float()
         if exclude_history:
             mask_history(scores, history)
@@ -59,7 +59,12 @@ class PopularityRecommender:
     def fit(cls, train: SplitTensors, n_items: int) -> PopularityRecommender:
         """Count training targets plus each sequence's first item (a first item is never a target)."""
         counts = torch.bincount(train.target, minlength=n_items + 1)
-        first_rows = (train.history[:, :-1] == PADDING_IDX).all(dim=1)  # rows whose history is one item
+        # A user's first row (lowest row_id) is the one whose history is the first item alone. Found by row_id,
+        # not by padding: with max_len == 1 every history is one item long and all would look first.
+        n_users = int(train.user_idx.max()) + 1 if len(train) else 0
+        first_row_id = torch.full((n_users,), torch.iinfo(torch.int64).max, dtype=torch.int64)
+        first_row_id.scatter_reduce_(0, train.user_idx, train.row_id, reduce="amin")
+        first_rows = train.row_id == first_row_id[train.user_idx]
         counts += torch.bincount(train.history[first_rows, -1], minlength=n_items + 1)
         return cls(counts)
 

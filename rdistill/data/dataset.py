@@ -53,14 +53,24 @@ class SplitTensors:
     def __len__(self) -> int:
         return len(self.target)
 
-    def batches(self, batch_size: int, shuffle: bool = False,
-                generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (history, target) mini-batches; a seeded generator makes the order reproducible."""
+    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
+                group_by_length: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (history, target) mini-batches; a seeded generator makes the order reproducible.
+
+        group_by_length sorts rows by history length within chunks of 64 batches (a "sortish" sampler), so a
+        batch's rows have similar lengths and students that drop all-padding columns do far less work; the
+        batch order is still shuffled."""
         order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
-        for start in range(0, len(self), batch_size):
+        if group_by_length:
+            lengths = (self.history != PADDING_IDX).sum(dim=1)
+            chunk = batch_size * 64
+            order = torch.cat([part[torch.argsort(lengths[part], stable=True)] for part in order.split(chunk)])
+        starts = torch.arange(0, len(self), batch_size)
+        if shuffle and group_by_length:
+            starts = starts[torch.randperm(len(starts), generator=generator)]
+        for start in starts.tolist():
             index = order[start:start + batch_size]
             yield self.history[index], self.target[index]
-
 
     def select(self, rows: torch.Tensor) -> SplitTensors:
         return SplitTensors(self.row_id[rows], self.user_idx[rows], self.history[rows], self.target[rows])

@@ -86,7 +86,8 @@ def _numeric_column(frame: pd.DataFrame, column: str, path: Path, header: bool) 
     if pd.api.types.is_numeric_dtype(values):
         numbers = values.astype("float64")
     elif pd.api.types.is_datetime64_any_dtype(values):
-        return values.astype("int64").to_numpy(dtype="float64")
+        # NaT would otherwise become the int64 minimum and sort first: report it as a bad value instead
+        numbers = values.astype("int64").astype("float64").where(values.notna())
     else:
         numbers = pd.to_numeric(values.astype(str).str.strip(), errors="coerce")
     bad = np.flatnonzero(numbers.isna().to_numpy())

@@ -139,7 +139,7 @@ def _train_one_epoch(model: SequentialRecommender, objective: str, optimizer: to
     loss_fn = model.all_positions_loss if objective == "all_positions" else model.loss
     model.train()
     total_loss, total_rows = 0.0, 0
-    batches = train.batches(batch_size, shuffle=True, generator=generator)
+    batches = train.batches(batch_size, shuffle=True, generator=generator, group_by_length=True)
     bar = tqdm(batches, total=-(-len(train) // batch_size), desc=description, disable=not progress, leave=False)
     for history, target in bar:
         loss = loss_fn(history, target)

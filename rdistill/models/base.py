@@ -41,12 +41,19 @@ class SequentialRecommender(nn.Module):
         self.params = params
         self.item_embedding = nn.Embedding(n_items + 1, params.hidden_size, padding_idx=PADDING_IDX)
 
+    def init_item_embeddings(self, std: float) -> None:
+        """Normal(0, std) item vectors with the padding row kept at zero (nn.init would overwrite it)."""
+        with torch.no_grad():
+            nn.init.normal_(self.item_embedding.weight, std=std)
+            self.item_embedding.weight[PADDING_IDX].zero_()
+
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         """User state [B, hidden_size] after reading the history."""
         raise NotImplementedError
 
     def sequence_states(self, history: torch.Tensor) -> torch.Tensor:
-        """States [B, L, hidden_size] at every position; only causal students have them."""
+        """States [B, L', hidden_size] at the last L' <= L positions; only causal students have them. A student
+        may drop leading columns that are padding in every row (state i belongs to history[:, L - L' + i])."""
         raise NotImplementedError(f"{self.name} is not a causal student: it has no per-position states")
 
     def item_embeddings(self) -> torch.Tensor:
@@ -71,9 +78,10 @@ class SequentialRecommender(nn.Module):
     def all_positions_loss(self, history: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Full-softmax cross-entropy of the next item at every real position of a causal student: position j
         predicts history[j + 1], the last position predicts target (SASRec's original training scheme)."""
-        next_items = torch.cat([history[:, 1:], target[:, None]], dim=1)
-        real = history != PADDING_IDX  # left padding: every real position is followed by a real next item
-        logits = self.sequence_states(history)[real] @ self.item_embeddings().T
+        states = self.sequence_states(history)
+        next_items = torch.cat([history[:, 1:], target[:, None]], dim=1)[:, -states.shape[1]:]
+        real = (history != PADDING_IDX)[:, -states.shape[1]:]  # left padding: a real item is followed by a real one
+        logits = states[real] @ self.item_embeddings().T
         logits[:, PADDING_IDX] = float("-inf")
         return F.cross_entropy(logits, next_items[real])
 

@@ -33,7 +33,7 @@ class Caser(SequentialRecommender):
         )
         self.dropout = nn.Dropout(params.dropout)
         self.fully_connected = nn.Linear(params.vertical_filters * d + params.horizontal_filters * window, d)
-        nn.init.normal_(self.item_embedding.weight, std=1.0 / d)
+        self.init_item_embeddings(std=1.0 / d)
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         window = self.params.window

@@ -26,7 +26,7 @@ class GRU4Rec(SequentialRecommender):
         self.gru = nn.GRU(params.hidden_size, gru_size, num_layers=params.num_layers, batch_first=True,
                           dropout=params.dropout if params.num_layers > 1 else 0.0)
         self.output = nn.Linear(gru_size, params.hidden_size)
-        nn.init.normal_(self.item_embedding.weight, std=0.02)
+        self.init_item_embeddings(std=0.02)
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         return self.sequence_states(history)[:, -1]

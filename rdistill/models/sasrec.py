@@ -40,6 +40,7 @@ class SASRec(SequentialRecommender):
         self.encoder = nn.TransformerEncoder(layer, params.num_layers, enable_nested_tensor=False)
         self.output_norm = nn.LayerNorm(params.hidden_size)
         self.apply(_init_weights)
+        self.init_item_embeddings(std=0.02)
 
     def attention_mask(self, history: torch.Tensor) -> torch.Tensor:
         """[B * heads, L, L] boolean, True = may not attend: the future, and padding other than oneself.
@@ -58,6 +59,11 @@ class SASRec(SequentialRecommender):
 
     def sequence_states(self, history: torch.Tensor) -> torch.Tensor:
         history = history[:, -self.max_len:]
+        # Columns that are padding in every row change nothing (padding is masked and positions count from the
+        # most recent item), so drop them: on short-sequence data (Amazon) this makes training several times faster.
+        real_columns = (history != PADDING_IDX).any(dim=0).nonzero()
+        if len(real_columns):
+            history = history[:, int(real_columns[0]):]
         positions = torch.arange(history.shape[1], device=history.device)
         # positions are counted so that the most recent item always gets the last position embedding
         positions = positions + (self.max_len - history.shape[1])
