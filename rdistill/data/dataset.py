@@ -55,7 +55,13 @@ class SplitTensors:
 
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
                 group_by_length: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (history, target) mini-batches; a seeded generator makes the order reproducible.
+        """Yield (history, target) mini-batches (see batch_indices)."""
+        for index in self.batch_indices(batch_size, shuffle, generator, group_by_length):
+            yield self.history[index], self.target[index]
+
+    def batch_indices(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
+                      group_by_length: bool = False) -> Iterator[torch.Tensor]:
+        """Yield the row indices of each mini-batch; a seeded generator makes the order reproducible.
 
         group_by_length sorts rows by history length within chunks of 64 batches (a "sortish" sampler), so a
         batch's rows have similar lengths and students that drop all-padding columns do far less work; the
@@ -69,8 +75,7 @@ class SplitTensors:
         if shuffle and group_by_length:
             starts = starts[torch.randperm(len(starts), generator=generator)]
         for start in starts.tolist():
-            index = order[start:start + batch_size]
-            yield self.history[index], self.target[index]
+            yield order[start:start + batch_size]
 
     def select(self, rows: torch.Tensor) -> SplitTensors:
         return SplitTensors(self.row_id[rows], self.user_idx[rows], self.history[rows], self.target[rows])
