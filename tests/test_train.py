@@ -1,0 +1,104 @@
+"""The Ray-free training core: learns, early-stops on validation, touches test once, is reproducible."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rdistill.artifacts import ArtifactLayout
+from rdistill.data.dataset import load_dataset_info, load_split, sequence_windows
+from rdistill.distill.train import train_student
+from rdistill.errors import ConfigError
+from rdistill.evaluate import PopularityRecommender, evaluate_model, evaluate_scorer
+from rdistill.models import load_student
+
+from tiny_data import tiny_config
+
+
+def popularity_valid_ndcg(root) -> float:
+    dataset = ArtifactLayout(root / "artifacts").dataset_dir
+    info = load_dataset_info(dataset)
+    popularity = PopularityRecommender.fit(load_split(dataset, "train", info.max_len), info.n_items)
+    return evaluate_scorer(popularity.scores, load_split(dataset, "valid", info.max_len), [10])["ndcg_at_10"]
+
+
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec", "caser"])
+def test_student_learns_the_pattern_and_beats_popularity(tiny_root, name):
+    config = tiny_config(tiny_root, f"student.name={name}", "train.epochs=25", "train.lr=0.01",
+                         f"train.run_name=learn-{name}")
+    result = train_student(config)
+    baseline = popularity_valid_ndcg(tiny_root)
+    assert result.valid["ndcg_at_10"] > max(0.5, 3 * baseline), (result.valid, baseline)
+    assert result.test is not None and result.test["ndcg_at_10"] > 0.5
+
+    # the saved weights are the selected ones: reloading reproduces the reported validation metrics
+    dataset = ArtifactLayout(tiny_root / "artifacts").dataset_dir
+    model = load_student(result.run_dir)
+    valid = load_split(dataset, "valid", model.max_len)
+    assert evaluate_model(model, valid, config.eval.ks) == pytest.approx(result.valid)
+
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert metrics["best_epoch"] == result.best_epoch
+    assert metrics["test"] == pytest.approx(result.test)
+    # per-epoch history carries validation metrics only: test is evaluated once, after selection
+    assert all(not key.startswith("test") for epoch in metrics["history"] for key in epoch)
+    assert (result.run_dir / "manifest.json").is_file()
+
+
+def test_early_stopping_waits_patience_epochs_after_the_best(tiny_root):
+    # lr tiny enough that the validation metric never improves after the first epoch
+    config = tiny_config(tiny_root, "train.lr=1e-12", "train.epochs=50", "train.patience=3",
+                         "train.run_name=stuck", "student.name=caser")
+    result = train_student(config, evaluate_test=False)
+    assert result.best_epoch == 1
+    assert result.epochs_run == 4
+    assert result.test is None
+
+
+def test_epoch_callback_can_stop_training(tiny_root):
+    seen = []
+
+    def stop_at_two(epoch, metrics):
+        seen.append((epoch, set(metrics)))
+        return epoch == 2
+
+    config = tiny_config(tiny_root, "train.epochs=10", "train.run_name=callback", "student.name=gru4rec")
+    result = train_student(config, on_epoch_end=stop_at_two)
+    assert result.epochs_run == 2
+    assert [epoch for epoch, _ in seen] == [1, 2]
+    assert {"train_loss", "ndcg_at_10", "hr_at_10"} <= seen[0][1]
+
+
+def test_same_seed_same_result_and_a_new_seed_differs(tiny_root):
+    runs = [
+        train_student(tiny_config(tiny_root, "train.epochs=3", f"seed={seed}", f"train.run_name=seed-{i}"))
+        for i, seed in enumerate([7, 7, 8])
+    ]
+    assert runs[0].valid == runs[1].valid
+    a = load_student(runs[0].run_dir).state_dict()
+    b = load_student(runs[1].run_dir).state_dict()
+    c = load_student(runs[2].run_dir).state_dict()
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert not all(torch.equal(a[key], c[key]) for key in a)
+
+
+def test_all_positions_objective_needs_a_causal_student(tiny_root):
+    config = tiny_config(tiny_root, "student.name=caser", "train.objective=all_positions")
+    with pytest.raises(ConfigError, match="caser is not causal"):
+        train_student(config)
+
+
+def test_sequence_windows_cover_every_training_target_once(tiny_root):
+    dataset = ArtifactLayout(tiny_root / "artifacts").dataset_dir
+    info = load_dataset_info(dataset)
+    for max_len in (info.max_len, 3):
+        train = load_split(dataset, "train", max_len)
+        windows = sequence_windows(train)
+        # a window row read at every real position predicts one target per real history item
+        real_items = (windows.history != 0).sum().item()
+        assert real_items == len(train)
+        # and each user's last train row is among them
+        last_rows = {user: row for row, user in zip(train.row_id.tolist(), train.user_idx.tolist())}
+        assert set(last_rows.values()) <= set(windows.row_id.tolist())
