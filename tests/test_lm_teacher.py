@@ -1,0 +1,109 @@
+"""The language-model teacher on a tiny random BERT (real transformers code, MiniLM's real tokenizer)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+import torch
+
+from rdistill.data.schema import ITEMS_SCHEMA
+from rdistill.errors import ConfigError
+from rdistill.models.lm_teacher import (
+    TeacherParams,
+    build_teacher,
+    load_teacher,
+    resolve_backbone_path,
+    save_teacher,
+)
+
+N_ITEMS, MAX_LEN = 12, 6
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory) -> str:
+    """A 2-layer, 32-wide random BERT saved as a local checkpoint, with the MiniLM tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_backbone_path("minilm")), local_files_only=True)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def items_table(n_items: int = N_ITEMS) -> pa.Table:
+    texts = [f"product {i} in category {i % 3}" if i % 4 else "" for i in range(1, n_items + 1)]
+    return pa.Table.from_pydict({"item_idx": list(range(1, n_items + 1)),
+                                 "item_id": [f"i{i}" for i in range(1, n_items + 1)], "text": texts},
+                                schema=ITEMS_SCHEMA)
+
+
+def histories() -> torch.Tensor:
+    return torch.tensor([[0, 0, 0, 1, 2, 3], [4, 5, 6, 7, 8, 9], [0, 0, 0, 0, 0, 11]])
+
+
+@pytest.mark.parametrize("mode", ["items", "text"])
+def test_scores_cover_the_catalogue_with_padding_masked(tiny_backbone, mode):
+    teacher, _ = build_teacher(TeacherParams(model=tiny_backbone, mode=mode, prompt_max_tokens=24), items_table(),
+                               MAX_LEN)
+    teacher.eval()
+    scores = teacher.scores(histories())
+    assert scores.shape == (3, N_ITEMS + 1)
+    assert torch.isneginf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
+    # the item table starts as the backbone's encoding of the item texts (ID part initialised to zero)
+    torch.testing.assert_close(teacher.item_embeddings(), teacher.item_text_vectors)
+    assert torch.count_nonzero(teacher.item_text_vectors[0]) == 0
+
+
+def test_text_prompt_keeps_the_most_recent_items_within_budget(tiny_backbone):
+    teacher, tokenizer = build_teacher(TeacherParams(model=tiny_backbone, mode="text", prompt_max_tokens=16),
+                                       items_table(), MAX_LEN)
+    inputs = teacher.backbone_inputs(torch.tensor([[4, 5, 6, 7, 8, 9]]))
+    ids = inputs["input_ids"][0][inputs["attention_mask"][0].bool()].tolist()
+    assert len(ids) <= 16
+    text = tokenizer.decode(ids)
+    assert text.startswith("[CLS]") and text.rstrip().endswith("[SEP]")
+    assert "product 9" in text and "product 4" not in text  # oldest items dropped first
+
+
+def test_loss_falls_when_fine_tuned(tiny_backbone):
+    torch.manual_seed(0)
+    teacher, _ = build_teacher(TeacherParams(model=tiny_backbone, dropout=0.0), items_table(), MAX_LEN)
+    history = torch.tensor([[0, 0, 0, 0, i, i + 1] for i in range(1, 10)])
+    target = history[:, -1] + 1
+    optimizer = torch.optim.Adam(teacher.parameters(), lr=3e-3)
+    first = teacher.loss(history, target).item()
+    for _ in range(40):
+        optimizer.zero_grad()
+        loss = teacher.loss(history, target)
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.3 * first
+
+
+@pytest.mark.parametrize("mode", ["items", "text"])
+def test_save_then_load_scores_identically(tiny_backbone, tmp_path, mode):
+    torch.manual_seed(0)
+    teacher, tokenizer = build_teacher(TeacherParams(model=tiny_backbone, mode=mode), items_table(), MAX_LEN)
+    with torch.no_grad():  # make the ID part non-trivial so the round trip is tested on it too
+        teacher.item_id_embedding.weight[1:].normal_(std=0.1)
+    teacher.eval()
+    save_teacher(teacher, tokenizer, tmp_path / "teacher")
+    loaded, _ = load_teacher(tmp_path / "teacher")
+    torch.testing.assert_close(loaded.scores(histories()), teacher.scores(histories()), rtol=0, atol=0)
+
+
+def test_minilm_default_backbone_loads_offline():
+    teacher, _ = build_teacher(TeacherParams(), items_table(4), MAX_LEN)
+    assert teacher.backbone.config.hidden_size == 384
+    # different texts give different item vectors
+    vectors = teacher.item_text_vectors[1:]
+    assert torch.linalg.matrix_rank(vectors) == 4
+
+
+def test_not_a_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="is not a Hugging Face checkpoint folder"):
+        resolve_backbone_path(str(tmp_path))
