@@ -17,3 +17,34 @@ def tiny_root(tmp_path_factory) -> Path:
     write_cyclic_log(root / "raw")
     prepare_dataset(tiny_config(root))
     return root
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One real local Ray (2 CPUs on 127.0.0.1) for every test that needs it; started on first use."""
+    import os
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, address="local")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory) -> str:
+    """A 2-layer, 32-wide random BERT saved as a local checkpoint, with the MiniLM tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from rdistill.models.lm_teacher import resolve_backbone_path
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_backbone_path("minilm")), local_files_only=True)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)

@@ -19,21 +19,6 @@ from rdistill.models.lm_teacher import (
 N_ITEMS, MAX_LEN = 12, 6
 
 
-@pytest.fixture(scope="module")
-def tiny_backbone(tmp_path_factory) -> str:
-    """A 2-layer, 32-wide random BERT saved as a local checkpoint, with the MiniLM tokenizer."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(str(resolve_backbone_path("minilm")), local_files_only=True)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 def items_table(n_items: int = N_ITEMS) -> pa.Table:
     texts = [f"product {i} in category {i % 3}" if i % 4 else "" for i in range(1, n_items + 1)]
     return pa.Table.from_pydict({"item_idx": list(range(1, n_items + 1)),

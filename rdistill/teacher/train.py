@@ -312,6 +312,7 @@ def train_teacher(config: Config) -> TeacherResult:
     fault_marker.unlink(missing_ok=True)
     if not ray.is_initialized():
         ray.init(include_dashboard=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False  # one line per epoch is enough in logs
     train_rows = ray.data.read_parquet(str(dataset_dir.resolve() / "train.parquet"), columns=["history", "target"])
     trainer = TorchTrainer(
         train_loop_per_worker,
