@@ -75,6 +75,25 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--popularity", action="store_true", help="evaluate the popularity baseline")
     evaluate.add_argument("--split", choices=["valid", "test"], default="valid", help="which split (default valid)")
     _add_config_arguments(evaluate)
+
+    teacher = commands.add_parser("teacher", help="the language-model teacher: train (Ray Train + DeepSpeed)",
+                                  description="Stages of the language-model teacher.")
+    teacher_commands = teacher.add_subparsers(dest="teacher_command", required=True, metavar="STAGE")
+    teacher_train = teacher_commands.add_parser(
+        "train",
+        help="fine-tune the teacher with Ray Train + DeepSpeed; writes teacher/checkpoint/",
+        description=(
+            "Fine-tune a pre-trained language model (teacher.model: 'minilm' or a local Hugging Face checkpoint) "
+            "as a next-item recommender on <artifact_root>/dataset/ with Ray Train (teacher.num_workers workers, "
+            "teacher.cpus_per_worker each, teacher.use_gpu) and DeepSpeed (teacher.zero_stage, "
+            "teacher.gradient_accumulation_steps, teacher.grad_clip, warm-up + cosine). Validation NDCG@10 every "
+            "epoch, a checkpoint per epoch (best teacher.keep_checkpoints kept), restart from the latest one after a "
+            "failure (teacher.max_failures), early stopping (teacher.patience). Writes the consolidated fp32 "
+            "teacher to teacher/checkpoint/ and its DeepSpeed shards to teacher/ds_checkpoint/. Connects to the "
+            "Ray cluster in RAY_ADDRESS, or starts a local one."
+        ),
+    )
+    _add_config_arguments(teacher_train)
     return parser
 
 
@@ -127,6 +146,15 @@ def _command_evaluate(config, model_dir: Path | None, popularity: bool, split: s
     return {"model": name, "split": split, "rows": len(rows), **metrics}
 
 
+def _command_teacher_train(config) -> dict:
+    from rdistill.teacher.train import train_teacher
+
+    result = train_teacher(config)
+    return {"checkpoint_dir": str(result.checkpoint_dir), "best_epoch": result.best_epoch,
+            "global_steps": result.global_steps, "seconds": round(result.seconds, 1), "valid": result.valid,
+            "test": result.test}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
@@ -139,10 +167,13 @@ def main(argv: list[str] | None = None) -> int:
             summary = _command_prepare(config)
         elif args.command == "train-student":
             summary = _command_train_student(config)
+        elif args.command == "teacher":
+            summary = _command_teacher_train(config)
         else:
             summary = _command_evaluate(config, args.model_dir, args.popularity, args.split)
     except RdistillError as err:
-        print(f"rdistill {args.command}: error: {err}", file=sys.stderr)
+        command = " ".join(filter(None, [args.command, getattr(args, "teacher_command", None)]))
+        print(f"rdistill {command}: error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2))
     return 0

@@ -34,9 +34,9 @@ def tiny_config_file(tmp_path) -> Path:
     return config
 
 
-@pytest.mark.parametrize("command", ["prepare", "train-student", "evaluate"])
+@pytest.mark.parametrize("command", ["prepare", "train-student", "evaluate", "teacher train"])
 def test_every_command_explains_itself(command):
-    result = subprocess.run([*RDISTILL, command, "--help"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([*RDISTILL, *command.split(), "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert "--config" in result.stdout and "key.sub=value" in result.stdout
 
