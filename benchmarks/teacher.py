@@ -125,15 +125,16 @@ def throughput(args: argparse.Namespace) -> dict:
     single = single_process_samples_per_second(config, dataset_dir, args.steps, args.batch_size * args.workers)
     result = train_teacher(config)
     history = json.loads((result.checkpoint_dir / "metrics.json").read_text())["history"]
-    ray_seconds = history[0]["epoch_seconds"]  # the workers' training loop only, validation excluded
-    distributed = args.steps * args.batch_size * args.workers / ray_seconds
+    # rank 0's training steps after its first one (Ray Data start-up, warm-up and validation excluded), times
+    # the number of workers: every worker runs the same number of equal-sized steps in lockstep
+    distributed = history[0]["worker_samples_per_second"] * args.workers
     return {
         "dataset": args.dataset, "mode": args.mode, "steps": args.steps, "batch_size_per_worker": args.batch_size,
         "workers": args.workers, "cpus": os.cpu_count(), "zero_stage": config.teacher.zero_stage,
         "single_process_samples_per_s": single, "ray_deepspeed_samples_per_s": distributed,
         "ratio": distributed / single,
-        "note": "Ray Train epoch time includes the first-step warm-up of each worker; the single-process loop "
-                "skips two warm-up steps",
+        "note": "both exclude start-up: the single-process loop skips two warm-up steps, the Ray workers their "
+                "first step",
     }
 
 

@@ -92,3 +92,13 @@ def test_minilm_default_backbone_loads_offline():
 def test_not_a_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="is not a Hugging Face checkpoint folder"):
         resolve_backbone_path(str(tmp_path))
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_left_padding_does_not_change_a_users_scores(tiny_backbone, pooling):
+    # alone, the short history's all-padding columns are dropped; batched with a full one they are kept and masked
+    teacher, _ = build_teacher(TeacherParams(model=tiny_backbone, pooling=pooling), items_table(), MAX_LEN)
+    teacher.eval()
+    short = torch.tensor([[0, 0, 0, 1, 2, 3]])
+    batched = torch.cat([short, torch.tensor([[4, 5, 6, 7, 8, 9]])])
+    torch.testing.assert_close(teacher.scores(short)[0], teacher.scores(batched)[0], rtol=1e-5, atol=1e-5)

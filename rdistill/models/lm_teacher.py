@@ -132,6 +132,11 @@ class LMTeacher(nn.Module):
         if self.params.mode == "text":
             return self._text_prompts(history)
         history = history[:, -self.max_len:]
+        # Columns that are padding in every row are masked and shift no position id: dropping them changes no
+        # output, and on short-history data (Amazon: ~5 items of 50) it makes the backbone several times faster.
+        real_columns = (history != PADDING_IDX).any(dim=0).nonzero()
+        if len(real_columns):
+            history = history[:, int(real_columns[0]):]
         mask = (history != PADDING_IDX).long()
         vectors = F.embedding(history, self.item_embeddings())
         inputs_embeds = self.input_projection(self.dropout(vectors))

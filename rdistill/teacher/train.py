@@ -156,7 +156,8 @@ def _warmup_cosine(total_steps: int, warmup_steps: int):
     return factor
 
 
-def _distributed_ranks(model, valid: SplitTensors, batch_size: int, rank: int, world: int) -> np.ndarray:
+def _distributed_ranks(model, valid: SplitTensors, batch_size: int, rank: int, world: int,
+                       device: torch.device) -> np.ndarray:
     """Target ranks of all validation rows: each worker scores its slice, then all slices are gathered.
 
     Every worker runs the same number of forward passes (an empty slice scores a stand-in row and drops it),
@@ -175,7 +176,7 @@ def _distributed_ranks(model, valid: SplitTensors, batch_size: int, rank: int, w
             if stand_in:
                 index = torch.tensor([0])
             history = valid.history[index]
-            scores = model.scores(history).float()
+            scores = model.scores(history.to(device)).float().cpu()
             mask_history(scores, history)
             if not stand_in:
                 ranks.append(target_ranks(scores, valid.target[index]))
@@ -204,7 +205,7 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
 
     max_len = loop["max_len"]
     teacher, _ = build_teacher(teacher_cfg.architecture(), loop["items"], max_len,
-                               torch.from_numpy(loop["item_text_vectors"]))
+                               torch.tensor(loop["item_text_vectors"]))  # a copy: Ray hands a read-only array
     backbone_params = [p for p in teacher.backbone.parameters() if p.requires_grad]
     backbone_ids = {id(p) for p in backbone_params}
     head_params = [p for p in teacher.parameters() if p.requires_grad and id(p) not in backbone_ids]
@@ -237,32 +238,39 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
     for epoch in range(state["epoch"] + 1, teacher_cfg.epochs + 1):
         engine.train()
         started, loss_sum, seen = time.time(), 0.0, 0
+        timed_from = None  # throughput is timed from the end of the first step (data pipeline and warm-up excluded)
         batches = shard.iter_batches(batch_size=teacher_cfg.batch_size, batch_format="pyarrow", drop_last=True,
                                      local_shuffle_buffer_size=max(4 * teacher_cfg.batch_size, 1000),
                                      local_shuffle_seed=config.seed + epoch)
         for micro_step, table in enumerate(batches):
             if micro_step >= micro_batches:
                 break  # every worker stops at the same count, or the collectives would wait forever
-            history = torch.from_numpy(pad_histories(table.column("history"), max_len))
-            target = torch.from_numpy(table.column("target").to_numpy().astype(np.int64))
+            history = torch.from_numpy(pad_histories(table.column("history"), max_len)).to(engine.device)
+            target = torch.from_numpy(table.column("target").to_numpy().astype(np.int64)).to(engine.device)
             loss = engine(history, target)
             engine.backward(loss)
             engine.step()
             loss_sum, seen = loss_sum + loss.item(), seen + 1
+            if seen == 1:
+                timed_from = time.time()
             if (teacher_cfg.fail_once_at_step and engine.global_steps == teacher_cfg.fail_once_at_step
                     and rank == 0 and not fault_marker.exists()):
                 fault_marker.parent.mkdir(parents=True, exist_ok=True)
                 fault_marker.write_text(f"failed at step {engine.global_steps}\n")
                 raise RuntimeError(f"injected failure at global step {engine.global_steps} (teacher.fail_once_at_step)")
 
+        timed_seconds = time.time() - timed_from if timed_from else 0.0
         engine.eval()
-        ranks = _distributed_ranks(engine.module, valid, teacher_cfg.eval_batch_size, rank, world)
+        ranks = _distributed_ranks(engine.module, valid, teacher_cfg.eval_batch_size, rank, world, engine.device)
         valid_metrics = {f"valid_{key}": value for key, value in ranking_metrics(ranks, [10, 20]).items()}
         improved = valid_metrics[METRIC] > state["best"]
         state = {"epoch": epoch, "best": max(state["best"], valid_metrics[METRIC]),
                  "stale": 0 if improved else state["stale"] + 1}
         metrics = {"epoch": epoch, "global_step": engine.global_steps, "train_loss": loss_sum / max(seen, 1),
-                   "epoch_seconds": time.time() - started, **valid_metrics}
+                   "epoch_seconds": time.time() - started,
+                   "worker_samples_per_second": (seen - 1) * teacher_cfg.batch_size / timed_seconds
+                   if timed_seconds > 0 else 0.0,
+                   **valid_metrics}
         with tempfile.TemporaryDirectory() as folder:
             engine.save_checkpoint(folder, tag=f"epoch{epoch}", client_state={"rdistill": state})
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
@@ -311,7 +319,8 @@ def train_teacher(config: Config) -> TeacherResult:
     fault_marker = teacher_root / FAULT_MARKER
     fault_marker.unlink(missing_ok=True)
     if not ray.is_initialized():
-        ray.init(include_dashboard=False)
+        # with the dashboard (when installed): Ray Train's placement-group cleaner polls the state API it serves
+        ray.init()
     ray.data.DataContext.get_current().enable_progress_bars = False  # one line per epoch is enough in logs
     train_rows = ray.data.read_parquet(str(dataset_dir.resolve() / "train.parquet"), columns=["history", "target"])
     trainer = TorchTrainer(
@@ -386,6 +395,7 @@ def _reported_history(result) -> list[dict[str, Any]]:
         return []
     if frame is None:
         return []
-    keep = [c for c in frame.columns if c in ("epoch", "global_step", "train_loss", "epoch_seconds")
+    keep = [c for c in frame.columns if c in ("epoch", "global_step", "train_loss", "epoch_seconds",
+                                              "worker_samples_per_second")
             or c.startswith("valid_")]
     return frame[keep].to_dict(orient="records")
