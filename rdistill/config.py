@@ -84,7 +84,7 @@ class StudentConfig(StrictModel):
         return self
 
     def model_params(self) -> BaseModel:
-        from rdistill.models import student_class  # torch is imported only when a student is configured
+        from rdistill.models import student_class  # here, so importing rdistill.config does not import torch
 
         try:
             cls = student_class(self.name)
