@@ -293,6 +293,18 @@ def _consolidated_state_dict(checkpoint_dir: Path, zero_stage: int) -> dict[str,
     return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=tag)
 
 
+def run_name(config: Config, dataset_dir: Path) -> str:
+    """Ray restores a run found under the same name, so the name is a hash of what the run depends on: the same
+    config on the same data continues (e.g. after the driver was killed), anything else starts afresh."""
+    import hashlib
+    import json
+
+    relevant = {"seed": config.seed, "teacher": config.teacher.model_dump(mode="json", exclude={"fail_once_at_step"}),
+                "items": file_sha256(dataset_dir / "items.parquet"), "train": file_sha256(dataset_dir / "train.parquet")}
+    digest = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
+    return f"teacher-train-{digest}"
+
+
 def train_teacher(config: Config) -> TeacherResult:
     """Run the whole teacher stage; returns where the consolidated teacher is and its metrics."""
     import ray
@@ -340,7 +352,7 @@ def train_teacher(config: Config) -> TeacherResult:
         torch_config=TorchConfig(backend="nccl" if teacher_cfg.use_gpu else "gloo"),
         datasets={"train": train_rows},
         run_config=RunConfig(
-            name="teacher-train",
+            name=run_name(config, dataset_dir),
             storage_path=str(teacher_root / "ray"),
             checkpoint_config=CheckpointConfig(num_to_keep=teacher_cfg.keep_checkpoints,
                                                checkpoint_score_attribute=METRIC, checkpoint_score_order="max"),
