@@ -27,12 +27,17 @@ def split_ranks(scorer: Scorer, split: SplitTensors, batch_size: int, exclude_hi
     ranks = torch.empty(len(split), dtype=torch.long)
     # rows of similar length are scored together: students that drop all-padding columns then run faster
     for index in split.batch_indices(batch_size, group_by_length=True):
-        history = split.history[index]
-        scores = scorer(history).float()
-        if exclude_history:
-            mask_history(scores, history)
-        ranks[index] = target_ranks(scores, split.target[index])
+        ranks[index] = batch_ranks(scorer, split.history[index], split.target[index], exclude_history)
     return ranks.numpy()
+
+
+def batch_ranks(scorer: Scorer, history: torch.Tensor, target: torch.Tensor, exclude_history: bool) -> torch.Tensor:
+    """0-based full-catalogue rank of each target in one batch (scores are moved to the CPU as float32)."""
+    scores = scorer(history).float().cpu()
+    history, target = history.cpu(), target.cpu()
+    if exclude_history:
+        mask_history(scores, history)
+    return target_ranks(scores, target)
 
 
 def evaluate_scorer(scorer: Scorer, split: SplitTensors, ks: list[int], batch_size: int = 1024,

@@ -35,7 +35,7 @@ from rdistill.config import Config, config_to_dict
 from rdistill.data.dataset import SplitTensors, load_dataset_info, load_split, pad_histories
 from rdistill.data.schema import SPLITS, read_table
 from rdistill.errors import ConfigError
-from rdistill.metrics import ranking_metrics, target_ranks
+from rdistill.metrics import ranking_metrics
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def _distributed_ranks(model, valid: SplitTensors, batch_size: int, rank: int, w
     because under ZeRO-3 each forward gathers parameters from all workers."""
     import torch.distributed as dist
 
-    from rdistill.evaluate import mask_history
+    from rdistill.evaluate import batch_ranks
 
     mine = torch.arange(rank, len(valid), world)
     batches = math.ceil(math.ceil(len(valid) / world) / batch_size)
@@ -175,11 +175,9 @@ def _distributed_ranks(model, valid: SplitTensors, batch_size: int, rank: int, w
             stand_in = len(index) == 0
             if stand_in:
                 index = torch.tensor([0])
-            history = valid.history[index]
-            scores = model.scores(history.to(device)).float().cpu()
-            mask_history(scores, history)
+            batch = batch_ranks(model.scores, valid.history[index].to(device), valid.target[index], True)
             if not stand_in:
-                ranks.append(target_ranks(scores, valid.target[index]))
+                ranks.append(batch)
     local = torch.cat(ranks).numpy() if ranks else np.empty(0, dtype=np.int64)
     if world == 1:
         return local
