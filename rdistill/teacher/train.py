@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 
 from rdistill.artifacts import (
@@ -341,7 +342,7 @@ def train_teacher(config: Config) -> TeacherResult:
             "item_text_vectors": vectors,
             "valid": valid,
             "max_len": info.max_len,
-            "train_rows": read_table(dataset_dir, "train").num_rows,
+            "train_rows": pq.ParquetFile(dataset_dir / "train.parquet").metadata.num_rows,  # footer only
             "deepspeed": deepspeed_config(config),
             "fault_marker": str(fault_marker),
         },
