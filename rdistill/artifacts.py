@@ -47,6 +47,16 @@ class ArtifactLayout:
     def student_dir(self, run_name: str) -> Path:
         return self.students_dir / run_name
 
+    @property
+    def teacher_checkpoint_dir(self) -> Path:
+        """teacher/checkpoint/: the consolidated fp32 teacher"""
+        return self.root / "teacher" / "checkpoint"
+
+    @property
+    def signals_dir(self) -> Path:
+        """signals/: the teacher's top-K, embeddings and hidden states (rdistill/teacher/signals.py)"""
+        return self.root / "signals"
+
 
 def _temporary_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")

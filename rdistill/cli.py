@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=["valid", "test"], default="valid", help="which split (default valid)")
     _add_config_arguments(evaluate)
 
-    teacher = commands.add_parser("teacher", help="the language-model teacher: train (Ray Train + DeepSpeed)",
+    teacher = commands.add_parser("teacher", help="the language-model teacher: train (Ray Train + DeepSpeed), "
+                                  "infer (Ray Data)",
                                   description="Stages of the language-model teacher.")
     teacher_commands = teacher.add_subparsers(dest="teacher_command", required=True, metavar="STAGE")
     teacher_train = teacher_commands.add_parser(
@@ -94,6 +95,21 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     _add_config_arguments(teacher_train)
+    teacher_infer = teacher_commands.add_parser(
+        "infer",
+        help="batch-infer the teacher's top-K, embeddings and hidden states with Ray Data; writes signals/",
+        description=(
+            "Score every row of infer.splits (default: train) with the consolidated teacher in teacher/checkpoint/ "
+            "through a Ray Data actor pool (infer.num_actors actors, infer.cpus_per_actor CPUs or one GPU each, "
+            "infer.batch_size rows per batch) and write <artifact_root>/signals/: topk.parquet (the top "
+            "infer.top_k items and scores and the user vector per row, joinable by row_id), item_emb.parquet (the "
+            "teacher's item table) and, with infer.hidden_layers, hidden.parquet (pooled backbone states per row). "
+            "A rerun with the same teacher, data and output settings skips; --force recomputes. Connects to the "
+            "Ray cluster in RAY_ADDRESS, or starts a local one."
+        ),
+    )
+    teacher_infer.add_argument("--force", action="store_true", help="recompute even when signals/ is up to date")
+    _add_config_arguments(teacher_infer)
     return parser
 
 
@@ -155,6 +171,12 @@ def _command_teacher_train(config) -> dict:
             "test": result.test}
 
 
+def _command_teacher_infer(config, force: bool) -> dict:
+    from rdistill.teacher.infer import infer_teacher, inference_summary
+
+    return inference_summary(infer_teacher(config, force=force))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
@@ -167,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             summary = _command_prepare(config)
         elif args.command == "train-student":
             summary = _command_train_student(config)
+        elif args.command == "teacher" and args.teacher_command == "infer":
+            summary = _command_teacher_infer(config, args.force)
         elif args.command == "teacher":
             summary = _command_teacher_train(config)
         else:

@@ -185,6 +185,40 @@ class TeacherConfig(TeacherParams):
         return TeacherParams(**self.model_dump(include=set(TeacherParams.model_fields)))
 
 
+class InferConfig(StrictModel):
+    """Batch inference of the teacher's signals with Ray Data (`rdistill teacher infer`)."""
+
+    # Splits to score. train feeds distillation; valid/test are for analysis only (never for model selection).
+    splits: list[Literal["train", "valid", "test"]] = Field(default_factory=lambda: ["train"])
+    top_k: int = Field(50, ge=1)  # teacher's top-K items and scores kept per row
+    # Mask the row's history items before taking the top-K (targets never repeat a history item).
+    exclude_history: bool = True
+    # Backbone layers whose pooled state is saved per row for the SLM student: 0 is the embedding output,
+    # n_layers the last layer. Empty: no hidden states.
+    hidden_layers: list[int] = Field(default_factory=list)
+    batch_size: int = Field(256, ge=1)  # rows per map_batches call
+    num_actors: int = Field(2, ge=1)  # actor pool size; each actor loads the teacher once
+    # Fractional on a small machine so Ray Data's read tasks still get a CPU; whole cores on a cluster.
+    cpus_per_actor: float = Field(0.5, gt=0)
+    torch_threads_per_actor: int | None = Field(None, ge=1)  # null: max(1, floor(cpus_per_actor))
+    use_gpu: bool = False  # one GPU per actor when true
+    progress: bool = True  # a progress bar of rows written, on stderr
+
+    @field_validator("splits")
+    @classmethod
+    def _unique_splits(cls, splits: list[str]) -> list[str]:
+        if not splits:
+            raise ValueError("name at least one split")
+        return list(dict.fromkeys(splits))
+
+    @field_validator("hidden_layers")
+    @classmethod
+    def _sorted_layers(cls, layers: list[int]) -> list[int]:
+        if any(layer < 0 for layer in layers):
+            raise ValueError("layer indices start at 0 (the embedding output)")
+        return sorted(set(layers))
+
+
 class Config(StrictModel):
     """The whole experiment. Sections for later stages are added beside these."""
 
@@ -196,6 +230,7 @@ class Config(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    infer: InferConfig = Field(default_factory=InferConfig)
 
     def artifact_path(self) -> Path:
         return Path(os.environ.get(ARTIFACT_ROOT_ENV) or self.artifact_root).expanduser()

@@ -161,20 +161,33 @@ class LMTeacher(nn.Module):
     def forward(self, history: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         """User vector [B, width]; with a target, the full-softmax cross-entropy loss instead (so a DeepSpeed
         engine can be called as engine(history, target))."""
-        output, mask = self.hidden_states(history)
-        user = self.output_projection(self.dropout(self.pool(output.last_hidden_state, mask)))
+        user, _ = self.encode(history)
         if target is None:
             return user
-        return F.cross_entropy(self._logits(user), target)
+        return F.cross_entropy(self.logits(user), target)
 
-    def _logits(self, user: torch.Tensor) -> torch.Tensor:
-        logits = user @ self.item_embeddings().T
+    def encode(self, history: torch.Tensor, hidden_layers: tuple[int, ...] | list[int] = ()
+               ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """(user vector [B, width], {layer: pooled backbone state [B, width]}) for the chosen layers
+        (0 = embedding output, n_layers = last layer), pooled like the user state."""
+        output, mask = self.hidden_states(history, output_hidden_states=bool(hidden_layers))
+        user = self.output_projection(self.dropout(self.pool(output.last_hidden_state, mask)))
+        hidden = {layer: self.pool(output.hidden_states[layer], mask) for layer in hidden_layers}
+        return user, hidden
+
+    def logits(self, user: torch.Tensor, item_table: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, n_items + 1] dot products of user vectors with the item table, padding at -inf."""
+        table = self.item_embeddings() if item_table is None else item_table
+        logits = user @ table.T
         logits[:, PADDING_IDX] = float("-inf")
         return logits
 
     def scores(self, history: torch.Tensor) -> torch.Tensor:
         """Full-catalogue scores [B, n_items + 1], padding at -inf."""
-        return self._logits(self(history))
+        return self.logits(self(history))
+
+    def num_layers(self) -> int:
+        return int(self.backbone.config.num_hidden_layers)
 
     def loss(self, history: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self(history, target)
