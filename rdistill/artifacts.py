@@ -53,6 +53,11 @@ class ArtifactLayout:
         return self.root / "teacher" / "checkpoint"
 
     @property
+    def serving_model_dir(self) -> Path:
+        """serving/model/: the exported student the endpoint loads (rdistill/export.py)"""
+        return self.root / "serving" / "model"
+
+    @property
     def signals_dir(self) -> Path:
         """signals/: the teacher's top-K, embeddings and hidden states (rdistill/teacher/signals.py)"""
         return self.root / "signals"

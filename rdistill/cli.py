@@ -76,6 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=["valid", "test"], default="valid", help="which split (default valid)")
     _add_config_arguments(evaluate)
 
+    export = commands.add_parser(
+        "export",
+        help="export a saved student with its item table to serving/model/ for the endpoint",
+        description=(
+            "Copy a saved student (--model-dir, e.g. <artifact_root>/students/sasrec-seed42) into the serving "
+            "format: weights with any embedding offsets folded in, model config, the dataset's item table, its "
+            "metrics and a lineage manifest. Writes <artifact_root>/serving/model/ unless --out is given. "
+            "`rdistill tune` exports its winner the same way."
+        ),
+    )
+    export.add_argument("--model-dir", type=Path, required=True, help="a saved student folder")
+    export.add_argument("--out", type=Path, default=None, help="target folder (default <artifact_root>/serving/model)")
+    _add_config_arguments(export)
+
     teacher = commands.add_parser("teacher", help="the language-model teacher: train (Ray Train + DeepSpeed), "
                                   "infer (Ray Data)",
                                   description="Stages of the language-model teacher.")
@@ -177,6 +191,33 @@ def _command_teacher_infer(config, force: bool) -> dict:
     return inference_summary(infer_teacher(config, force=force))
 
 
+def _command_export(config, model_dir: Path, out: Path | None) -> dict:
+    from rdistill.artifacts import MANIFEST_NAME, ArtifactLayout, file_sha256, read_json
+    from rdistill.config import config_to_dict
+    from rdistill.data.schema import read_table
+    from rdistill.export import export_student
+    from rdistill.models import load_student
+
+    layout = ArtifactLayout(config.artifact_path())
+    model = load_student(model_dir)
+    items = read_table(layout.dataset_dir, "items")
+    if model.n_items != items.num_rows:
+        raise RdistillError(f"{model_dir} was trained on {model.n_items} items but {layout.dataset_dir} has "
+                            f"{items.num_rows}: export it with the dataset it was trained on")
+    metrics_path = model_dir / "metrics.json"
+    metrics = read_json(metrics_path) if metrics_path.is_file() else {}
+    run_manifest = model_dir / MANIFEST_NAME
+    lineage = {"student_dir": str(model_dir.resolve()),
+               "dataset_items_sha256": file_sha256(layout.table("items"))}
+    if run_manifest.is_file():
+        lineage["run_config"] = read_json(run_manifest).get("config")
+    target = export_student(model, items, out or layout.serving_model_dir,
+                            {key: metrics.get(key) for key in ("valid", "test", "best_epoch", "seed")},
+                            config_to_dict(config), lineage)
+    manifest = read_json(target / MANIFEST_NAME)
+    return {"serving_dir": str(target), "name": manifest["name"], "version": manifest["version"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
@@ -189,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             summary = _command_prepare(config)
         elif args.command == "train-student":
             summary = _command_train_student(config)
+        elif args.command == "export":
+            summary = _command_export(config, args.model_dir, args.out)
         elif args.command == "teacher" and args.teacher_command == "infer":
             summary = _command_teacher_infer(config, args.force)
         elif args.command == "teacher":

@@ -34,7 +34,8 @@ def tiny_config_file(tmp_path) -> Path:
     return config
 
 
-@pytest.mark.parametrize("command", ["prepare", "train-student", "evaluate", "teacher train"])
+@pytest.mark.parametrize("command", ["prepare", "train-student", "evaluate", "export",
+                                     "teacher train", "teacher infer"])
 def test_every_command_explains_itself(command):
     result = subprocess.run([*RDISTILL, *command.split(), "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
@@ -58,6 +59,15 @@ def test_prepare_train_evaluate(tiny_config_file, tmp_path):
 
     popularity = json.loads(run("evaluate", "--config", str(tiny_config_file), "--popularity").stdout)
     assert popularity["model"] == "popularity" and 0 <= popularity["hr_at_10"] <= 1
+
+    exported = json.loads(run("export", "--config", str(tiny_config_file), "--model-dir", trained["run_dir"]).stdout)
+    from rdistill.export import load_exported
+
+    served = load_exported(Path(exported["serving_dir"]))
+    assert served.name == "gru4rec" and served.version == exported["version"] and len(served.version) == 12
+    assert served.items.num_rows == 40 and served.items.column("item_id").to_pylist()[:2] == ["i0", "i1"]
+    assert served.metrics["valid"]["ndcg_at_10"] == pytest.approx(trained["valid"]["ndcg_at_10"])
+    assert served.manifest["lineage"]["student_dir"] == str(Path(trained["run_dir"]).resolve())
 
 
 def test_bad_override_is_one_clear_line(tiny_config_file):
