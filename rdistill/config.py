@@ -219,6 +219,39 @@ class InferConfig(StrictModel):
         return sorted(set(layers))
 
 
+class DistillConfig(StrictModel):
+    """What a student learns from the teacher's signals (signals/), beside cross-entropy on the data.
+    All weights 0 and init_item_embeddings=random is plain training; see rdistill/distill/losses.py."""
+
+    kd_weight: float = Field(0.0, ge=0)  # lambda_kd: Hinton KD over the teacher's top-K
+    temperature: float = Field(1.0, gt=0)  # T of the KD softmaxes
+    rank_weight: float = Field(0.0, ge=0)  # lambda_rank: DLLM2Rec importance-aware ranking distillation
+    position_lambda: float = Field(10.0, gt=0)  # lambda_r of the position weight exp(-k / lambda_r)
+    gamma_position: float = Field(0.4, ge=0)  # shares of the three DLLM2Rec weights
+    gamma_confidence: float = Field(0.4, ge=0)
+    gamma_consistency: float = Field(0.2, ge=0)
+    top_k: int | None = Field(None, ge=1)  # candidates used per row (<= infer.top_k); null: all of them
+    embed_weight: float = Field(0.0, ge=0)  # omega: E_id + omega * Linear(E_teacher); 0 disables it
+    # random: the student's own init; teacher: the teacher's item table reduced by PCA to the student's width.
+    init_item_embeddings: Literal["random", "teacher"] = "random"
+    feature_weight: float = Field(0.0, ge=0)  # lambda_f: SLMRec feature distillation (slm student only)
+    feature_l2_weight: float = Field(0.1, ge=0)  # the 0.1 * ||h_s - h_t|| term of the feature loss
+
+    @model_validator(mode="after")
+    def _some_gamma(self) -> DistillConfig:
+        if self.rank_weight > 0 and self.gamma_position + self.gamma_confidence + self.gamma_consistency <= 0:
+            raise ValueError("rank_weight > 0 needs at least one of gamma_position, gamma_confidence, "
+                             "gamma_consistency above 0")
+        return self
+
+    def uses_teacher(self) -> bool:
+        return (self.kd_weight > 0 or self.rank_weight > 0 or self.embed_weight > 0 or self.feature_weight > 0
+                or self.init_item_embeddings == "teacher")
+
+    def uses_candidates(self) -> bool:
+        return self.kd_weight > 0 or self.rank_weight > 0
+
+
 class Config(StrictModel):
     """The whole experiment. Sections for later stages are added beside these."""
 
@@ -231,6 +264,7 @@ class Config(StrictModel):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     infer: InferConfig = Field(default_factory=InferConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
 
     def artifact_path(self) -> Path:
         return Path(os.environ.get(ARTIFACT_ROOT_ENV) or self.artifact_root).expanduser()

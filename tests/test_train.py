@@ -60,9 +60,14 @@ def test_early_stopping_waits_patience_epochs_after_the_best(tiny_root):
 def test_epoch_callback_can_stop_training(tiny_root):
     seen = []
 
-    def stop_at_two(epoch, metrics):
-        seen.append((epoch, set(metrics)))
-        return epoch == 2
+    def stop_at_two(report):
+        seen.append((report.epoch, set(report.metrics)))
+        assert report.improved == (report.metrics["ndcg_at_10"] >= max(
+            [m for _, _, m in improved_so_far] + [float("-inf")]))
+        improved_so_far.append((report.epoch, report.improved, report.metrics["ndcg_at_10"]))
+        return report.epoch == 2
+
+    improved_so_far = []
 
     config = tiny_config(tiny_root, "train.epochs=10", "train.run_name=callback", "student.name=gru4rec")
     result = train_student(config, on_epoch_end=stop_at_two)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from rdistill.artifacts import MANIFEST_NAME, ArtifactLayout, atomic_write_json, build_manifest
@@ -31,9 +32,18 @@ log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 
-# Called after every epoch with (epoch, validation metrics); returning True stops training (e.g. a Ray Tune
-# scheduler that decided to stop the trial).
-EpochCallback = Callable[[int, dict[str, float]], bool | None]
+@dataclass
+class EpochReport:
+    """What the per-epoch callback sees: validation metrics, and the model (to checkpoint it when improved)."""
+
+    epoch: int
+    metrics: dict[str, float]  # train_loss (+ its parts) and the validation metrics of this epoch
+    improved: bool  # the selection metric is the best so far
+    model: SequentialRecommender
+
+
+# Called after every epoch; returning True stops training (e.g. a Ray Tune scheduler stopped the trial).
+EpochCallback = Callable[[EpochReport], bool | None]
 
 
 @dataclass
@@ -79,22 +89,25 @@ def train_student(
 
     model = build_student(config.student.name, info.n_items, info.max_len, config.student.model_params())
     objective = resolve_objective(train_cfg.objective, model)
+    signals = load_train_signals(config, train, info) if config.distill.uses_teacher() else None
+    loss_fn = DistillationObjective(model, objective, config.distill, signals, generator)
     if objective == "all_positions":
         train = sequence_windows(train)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    log.info("training %s (%d parameters, %s objective) on %d rows, %d items", model.name, model.num_parameters(),
-             objective, len(train), info.n_items)
+    log.info("training %s (%d parameters, %s objective%s) on %d rows, %d items", model.name, model.num_parameters(),
+             objective, ", distilled" if signals is not None else "", len(train), info.n_items)
 
     best_metric, best_epoch, best_state, best_valid = float("-inf"), 0, None, {}
     history: list[dict[str, Any]] = []
     epoch_seconds = []
     for epoch in range(1, train_cfg.epochs + 1):
         epoch_start = time.time()
-        train_loss = _train_one_epoch(model, objective, optimizer, train, train_cfg.batch_size, train_cfg.grad_clip,
-                                      generator, progress=train_cfg.progress, description=f"epoch {epoch}")
+        losses = _train_one_epoch(model, loss_fn, optimizer, train, train_cfg.batch_size, train_cfg.grad_clip,
+                                  generator, progress=train_cfg.progress, description=f"epoch {epoch}")
+        train_loss = losses["train_loss"]
         epoch_seconds.append(time.time() - epoch_start)
         valid_metrics = evaluate_model(model, valid, eval_cfg.ks, train_cfg.eval_batch_size, eval_cfg.exclude_history)
-        history.append({"epoch": epoch, "train_loss": train_loss, "seconds": epoch_seconds[-1], **valid_metrics})
+        history.append({"epoch": epoch, **losses, "seconds": epoch_seconds[-1], **valid_metrics})
         metric = valid_metrics[eval_cfg.select_metric]
         improved = metric > best_metric
         if improved:
@@ -102,7 +115,8 @@ def train_student(
             best_state = copy.deepcopy(model.state_dict())
         log.info("epoch %d: loss %.4f, valid %s %.4f%s", epoch, train_loss, eval_cfg.select_metric, metric,
                  " (best)" if improved else "")
-        stop_requested = on_epoch_end(epoch, {"train_loss": train_loss, **valid_metrics}) if on_epoch_end else False
+        stop_requested = on_epoch_end(EpochReport(epoch, {**losses, **valid_metrics}, improved, model)
+                                      ) if on_epoch_end else False
         if stop_requested or epoch - best_epoch >= train_cfg.patience:
             break
 
@@ -133,25 +147,142 @@ def resolve_objective(objective: str, model: SequentialRecommender) -> str:
     return objective
 
 
-def _train_one_epoch(model: SequentialRecommender, objective: str, optimizer: torch.optim.Optimizer,
+def _train_one_epoch(model: SequentialRecommender, loss_fn: DistillationObjective, optimizer: torch.optim.Optimizer,
                      train: SplitTensors, batch_size: int, grad_clip: float | None, generator: torch.Generator,
-                     progress: bool, description: str) -> float:
-    loss_fn = model.all_positions_loss if objective == "all_positions" else model.loss
+                     progress: bool, description: str) -> dict[str, float]:
+    """One pass over the training rows; returns the row-weighted mean of the loss and of each of its parts."""
     model.train()
-    total_loss, total_rows = 0.0, 0
-    batches = train.batches(batch_size, shuffle=True, generator=generator, group_by_length=True)
+    totals: dict[str, float] = {}
+    total_rows = 0
+    batches = train.batch_indices(batch_size, shuffle=True, generator=generator, group_by_length=True)
     bar = tqdm(batches, total=-(-len(train) // batch_size), desc=description, disable=not progress, leave=False)
-    for history, target in bar:
-        loss = loss_fn(history, target)
+    for index in bar:
+        loss, parts = loss_fn(train.history[index], train.target[index], train.row_id[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
-        total_loss += loss.item() * len(target)
-        total_rows += len(target)
+        rows = len(index)
+        for name, value in {"train_loss": loss.item(), **parts}.items():
+            totals[name] = totals.get(name, 0.0) + value * rows
+        total_rows += rows
         bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-    return total_loss / max(total_rows, 1)
+    return {name: value / max(total_rows, 1) for name, value in totals.items()}
+
+
+# ------------------------------------------------------------------------------------------ distillation
+
+
+@dataclass
+class TrainSignals:
+    """The teacher's signals for the train split, indexed by train row_id."""
+
+    topk_items: torch.Tensor  # [R, K] long
+    topk_scores: torch.Tensor  # [R, K] float
+    item_emb: np.ndarray  # [N + 1, d_teacher]
+    hidden: dict[int, torch.Tensor]  # layer -> [R, width]
+
+
+def load_train_signals(config: Config, train: SplitTensors, info) -> TrainSignals:
+    """Read signals/ and check it against the dataset before any training (row ids, catalogue, dimensions)."""
+    from rdistill.artifacts import read_json
+    from rdistill.errors import ArtifactError
+    from rdistill.teacher.signals import load_signals
+
+    signals_dir = ArtifactLayout(config.artifact_path()).signals_dir
+    manifest_path = signals_dir / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise ArtifactError(f"{manifest_path} is missing: the distill.* settings need the teacher's signals; run "
+                            "`rdistill teacher infer` first (or set every distill weight to 0)")
+    counts = read_json(manifest_path)["counts"]
+    if counts["items"] != info.n_items:
+        raise ArtifactError(f"{signals_dir} was computed for {counts['items']} items but the dataset has "
+                            f"{info.n_items}: rerun `rdistill teacher infer`")
+    if counts["rows"].get("train") != len(train):
+        raise ArtifactError(f"{signals_dir} has teacher signals for {counts['rows'].get('train')} train rows but the "
+                            f"dataset has {len(train)}: rerun `rdistill teacher infer`")
+    distill = config.distill
+    signals = load_signals(signals_dir, "train", hidden=distill.feature_weight > 0)
+    if not torch.equal(train.row_id, torch.arange(len(train))):
+        raise ArtifactError("train.parquet row_id must number the rows 0..R-1 in order (as `rdistill prepare` "
+                            "writes them); teacher signals are looked up by row_id")
+    signals = signals.aligned_to(train.row_id.numpy(), str(signals_dir / "topk.parquet"))
+    if signals.item_emb.shape[0] != info.n_items + 1:
+        raise ArtifactError(f"{signals_dir / 'item_emb.parquet'} has {signals.item_emb.shape[0] - 1} items, "
+                            f"expected {info.n_items}")
+    available = signals.topk_items.shape[1]
+    top_k = distill.top_k or available
+    if top_k > available:
+        raise ConfigError(f"distill.top_k={top_k} but {signals_dir} holds only the teacher's top {available} "
+                          f"(infer.top_k): lower distill.top_k or rerun `rdistill teacher infer infer.top_k={top_k}`")
+    return TrainSignals(topk_items=torch.from_numpy(signals.topk_items[:, :top_k]),
+                        topk_scores=torch.from_numpy(signals.topk_scores[:, :top_k]),
+                        item_emb=signals.item_emb,
+                        hidden={layer: torch.from_numpy(states) for layer, states in signals.hidden.items()})
+
+
+class DistillationObjective:
+    """The training loss of one batch: cross-entropy, plus the distillation terms that distill.* switches on.
+
+    For a causal student trained on all positions, position j of train row r is the prefix that train row
+    r - steps_back(j) ends with (a user's prefix rows are consecutive), so every position is distilled towards
+    the teacher's signals of that row."""
+
+    def __init__(self, model: SequentialRecommender, objective: str, distill, signals: TrainSignals | None,
+                 generator: torch.Generator):
+        from rdistill.distill.losses import ItemEmbeddingOffset, teacher_initialised_table
+
+        self.model, self.objective, self.distill, self.signals = model, objective, distill, signals
+        self.generator = generator
+        if signals is None:
+            return
+        if distill.init_item_embeddings == "teacher":
+            with torch.no_grad():
+                std = float(model.item_embedding.weight[1:].std())
+                model.item_embedding.weight.copy_(teacher_initialised_table(
+                    signals.item_emb, model.item_embedding.weight.shape[1], std))
+        if distill.embed_weight > 0:
+            model.item_offset = ItemEmbeddingOffset(torch.from_numpy(signals.item_emb),
+                                                    model.item_embedding.weight.shape[1], distill.embed_weight)
+
+    def __call__(self, history: torch.Tensor, target: torch.Tensor, row_id: torch.Tensor
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+        from rdistill.distill.losses import kd_loss, rank_loss, ranking_weights, sample_negatives
+
+        model, distill = self.model, self.distill
+        if self.signals is None or not distill.uses_candidates():
+            loss_fn = model.all_positions_loss if self.objective == "all_positions" else model.loss
+            loss = loss_fn(history, target)
+            return loss, ({"loss_ce": loss.item()} if self.signals is not None else {})
+        if self.objective == "all_positions":
+            logits, targets, steps_back = model.position_logits(history, target)
+            real_per_row = (history != 0).sum(dim=1)
+            signal_rows = row_id.repeat_interleave(real_per_row) - steps_back
+        else:
+            logits, targets, signal_rows = model.scores(history), target, row_id
+        ce = F.cross_entropy(logits, targets)
+        loss, parts = ce, {"loss_ce": ce.item()}
+        candidates = self.signals.topk_items[signal_rows]
+        teacher_scores = self.signals.topk_scores[signal_rows]
+        candidate_logits = logits.gather(1, candidates)
+        if distill.kd_weight > 0:
+            kd = kd_loss(candidate_logits, teacher_scores, distill.temperature)
+            loss = loss + distill.kd_weight * kd
+            parts["loss_kd"] = kd.item()
+        if distill.rank_weight > 0:
+            k = candidates.shape[1]
+            with torch.no_grad():
+                student_top = torch.zeros_like(logits, dtype=torch.bool)
+                student_top.scatter_(1, logits.topk(k, dim=1).indices, True)
+                weights = ranking_weights(teacher_scores, student_top.gather(1, candidates), distill.position_lambda,
+                                          distill.gamma_position, distill.gamma_confidence,
+                                          distill.gamma_consistency)
+            negatives = sample_negatives(tuple(candidates.shape), model.n_items, self.generator)
+            rank = rank_loss(candidate_logits, logits.gather(1, negatives), weights)
+            loss = loss + distill.rank_weight * rank
+            parts["loss_rank"] = rank.item()
+        return loss, parts
 
 
 def _write_run(model: SequentialRecommender, result: TrainResult, history: list[dict[str, Any]], config: Config,

@@ -38,10 +38,14 @@ def build_student(name: str, n_items: int, max_len: int, params: StudentParams |
 
 
 def save_student(model: SequentialRecommender, directory: Path) -> None:
-    """Write weights and config into `directory` (each file atomically)."""
+    """Write weights and config into `directory` (each file atomically); distillation offsets are folded in."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    state = model.state_dict()
+    if model.item_offset is not None:  # save the folded table: a saved student is always a plain student
+        state = {name: tensor for name, tensor in state.items() if not name.startswith("item_offset.")}
+        state["item_embedding.weight"] = model.item_embeddings()
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in state.items()}
     atomic_write_bytes(directory / WEIGHTS_FILE, save(tensors))
     atomic_write_json(directory / MODEL_CONFIG_FILE, model.model_config())
 

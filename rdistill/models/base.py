@@ -40,6 +40,9 @@ class SequentialRecommender(nn.Module):
         self.max_len = max_len
         self.params = params
         self.item_embedding = nn.Embedding(n_items + 1, params.hidden_size, padding_idx=PADDING_IDX)
+        # Distillation may add a trainable offset to the item table (DLLM2Rec's collaborative embedding
+        # distillation, rdistill/distill/losses.py); fold_item_embeddings() merges it into one fixed table.
+        self.item_offset: nn.Module | None = None
 
     def init_item_embeddings(self, std: float) -> None:
         """Normal(0, std) item vectors with the padding row kept at zero (nn.init would overwrite it)."""
@@ -58,7 +61,18 @@ class SequentialRecommender(nn.Module):
 
     def item_embeddings(self) -> torch.Tensor:
         """[n_items + 1, hidden_size]; row 0 is padding. Also the output table scores are computed against."""
-        return self.item_embedding.weight
+        if self.item_offset is None:
+            return self.item_embedding.weight
+        return self.item_embedding.weight + self.item_offset()
+
+    def fold_item_embeddings(self) -> None:
+        """Merge a distillation offset into the plain item table, so the saved model needs nothing else."""
+        if self.item_offset is None:
+            return
+        with torch.no_grad():
+            table = self.item_embeddings().detach().clone()
+            self.item_offset = None
+            self.item_embedding.weight.copy_(table)
 
     def embed_history(self, history: torch.Tensor) -> torch.Tensor:
         """Look up the input vectors of a history [B, L] -> [B, L, hidden_size], via item_embeddings() so a
@@ -78,12 +92,22 @@ class SequentialRecommender(nn.Module):
     def all_positions_loss(self, history: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Full-softmax cross-entropy of the next item at every real position of a causal student: position j
         predicts history[j + 1], the last position predicts target (SASRec's original training scheme)."""
+        logits, next_items, _ = self.position_logits(history, target)
+        return F.cross_entropy(logits, next_items)
+
+    def position_logits(self, history: torch.Tensor, target: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Causal students: (logits [P, n_items + 1], next item [P], steps_back [P]) at the P real positions of
+        the batch. steps_back is how many positions before the last one a position is (0: the row's target),
+        which is also how many train rows before this one the prefix ending there is (see distill/train.py)."""
         states = self.sequence_states(history)
-        next_items = torch.cat([history[:, 1:], target[:, None]], dim=1)[:, -states.shape[1]:]
-        real = (history != PADDING_IDX)[:, -states.shape[1]:]  # left padding: a real item is followed by a real one
+        width = states.shape[1]
+        next_items = torch.cat([history[:, 1:], target[:, None]], dim=1)[:, -width:]
+        real = (history != PADDING_IDX)[:, -width:]  # left padding: a real item is followed by a real one
+        steps_back = torch.arange(width - 1, -1, -1, device=history.device).expand_as(real)
         logits = states[real] @ self.item_embeddings().T
         logits[:, PADDING_IDX] = float("-inf")
-        return F.cross_entropy(logits, next_items[real])
+        return logits, next_items[real], steps_back[real]
 
     def model_config(self) -> dict[str, Any]:
         """Everything needed to rebuild this model (see rdistill.models.load_student)."""

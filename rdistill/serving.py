@@ -1,0 +1,471 @@
+"""Online recommendation for an exported student: request/response models, validation and batch scoring.
+
+serve/app.py wires these into a Ray Serve deployment; everything here is plain Python + torch (Ray is imported
+only inside `run_local`), so the rules a request is held to are unit-testable without a cluster, and the
+benchmark's bare uvicorn baseline (`bare_fastapi_app`) runs exactly the same code.
+
+A request is turned into scores in three steps:
+
+1. `parse_recommend_body` reads the raw body (size limit -> 413, content type -> 415, JSON -> 400, schema -> 422)
+   into a `RecommendRequest`;
+2. `Catalogue.resolve` maps item ids to item_idx (unknown ids -> 422 naming them, or dropped with
+   `ignore_unknown`; nothing left -> 422) into a `ScoringRequest`;
+3. `score_batch` scores many `ScoringRequest`s in one forward pass (the model reads only the most recent
+   `max_len` items of a history; `exclude_history` masks every item of the full history) and returns top-k.
+
+Every error is a `ServingError(status, message)`; `error_body` is its JSON form, `{"detail": message, ...}`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+
+from rdistill.errors import ConfigError
+
+DEFAULT_TOKEN_ENV = "RDISTILL_SERVE_TOKEN"
+MAX_K = 100
+MAX_NAMED_IDS = 20  # an error message names at most this many unknown ids (a body may hold thousands)
+MAX_ID_CHARS = 64  # ... each cut to this many characters
+
+
+# ---------------------------------------------------------------------------------------------------- settings
+
+
+class ServeSettings(BaseModel):
+    """The application's arguments: the `args:` of an application in a Serve config YAML (see serve/README.md).
+
+    Deployment options (replicas, autoscaling, max_ongoing_requests, CPUs per replica) are not here: they belong
+    to the config's `deployments:` section, or to `run_local`'s keyword arguments."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_dir: str  # an exported student (`rdistill export` / the tuning winner): serving/model/
+    max_batch_size: int = Field(16, ge=1, le=4096)  # requests scored together in one forward pass (@serve.batch)
+    batch_wait_timeout_s: float = Field(0.005, ge=0.0, le=1.0)  # how long a batch waits to fill before it runs
+    max_body_bytes: int = Field(64 * 1024, ge=256, le=64 * 1024 * 1024)  # larger request bodies get 413
+    auth_token_env: str = DEFAULT_TOKEN_ENV  # env var holding the bearer token; unset or empty: no auth
+    torch_threads: int = Field(1, ge=1, le=256)  # intra-op threads per replica (replicas, not threads, scale out)
+
+
+def check_batching(max_batch_size: int, max_ongoing_requests: int) -> None:
+    """A replica admits at most max_ongoing_requests requests, so a larger batch could never fill: every batch
+    would wait out its full timeout. Ray only logs a warning for this; we refuse to start."""
+    if max_ongoing_requests < max_batch_size:
+        raise ConfigError(
+            f"max_ongoing_requests ({max_ongoing_requests}) must be >= max_batch_size ({max_batch_size}): a "
+            "replica admits at most max_ongoing_requests requests at once, so its batches could never fill. "
+            "Raise the deployment's max_ongoing_requests or lower the application's max_batch_size.")
+
+
+def read_token(env_name: str) -> str | None:
+    """The bearer token from the environment (None when unset or empty: auth is off)."""
+    return os.environ.get(env_name) or None
+
+
+def is_authorized(authorization: str | None, token: str | None) -> bool:
+    """True when auth is off, or the Authorization header is `Bearer <token>` (compared in constant time)."""
+    if token is None:
+        return True
+    if not authorization:
+        return False
+    scheme, _, value = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+
+
+# ---------------------------------------------------------------------------------------------------- API models
+
+
+class RecommendRequest(BaseModel):
+    """POST /recommend. Strict: ids must be strings, k an integer, flags booleans; unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    history: list[StrictStr] = Field(
+        ..., description="item ids (the dataset's item_id column), oldest first, most recent last; the model "
+                         "reads the most recent max_len of them (see GET /model)")
+    k: StrictInt = Field(10, ge=1, le=MAX_K, description="how many items to return (fewer if fewer are left)")
+    exclude_history: StrictBool = Field(True, description="never recommend an item of the history")
+    ignore_unknown: StrictBool = Field(False, description="drop unknown ids instead of answering 422")
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    text: str
+    score: float  # the model's raw score (a logit): higher is better; always finite
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str  # sha256 prefix of the exported weights
+    trained_at: str
+
+
+class RecommendResponse(BaseModel):
+    items: list[RecommendedItem]
+    model: ModelInfo
+    ignored_item_ids: list[str] = Field(default_factory=list, description="unknown ids dropped (ignore_unknown)")
+
+
+class ModelDetails(BaseModel):
+    """GET /model: what is being served and where it came from (the export manifest and metrics)."""
+
+    model: ModelInfo
+    n_items: int
+    max_len: int
+    num_parameters: int
+    student: dict[str, Any]
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    lineage: dict[str, Any]
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+
+
+# ---------------------------------------------------------------------------------------------------- errors
+
+
+class ServingError(Exception):
+    """A request the service refuses: an HTTP status and a message for the client (plus optional extra fields)."""
+
+    def __init__(self, status: int, message: str, **extra: Any):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, **self.extra)
+
+
+def error_body(message: str, **extra: Any) -> dict[str, Any]:
+    return {"detail": message, **extra}
+
+
+def describe_validation_error(err: ValidationError) -> tuple[str, list[dict[str, Any]]]:
+    """A one-line message and a list of {loc, msg} without the offending inputs (which may be huge)."""
+    errors = [{"loc": [str(part) for part in e["loc"]], "msg": e["msg"]} for e in err.errors(include_input=False)]
+    shown = "; ".join(f"{'.'.join(e['loc']) or 'body'}: {e['msg']}" for e in errors[:10])
+    more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
+    return f"invalid request: {shown}{more}", errors
+
+
+def _short(item_id: str) -> str:
+    return item_id if len(item_id) <= MAX_ID_CHARS else item_id[:MAX_ID_CHARS] + "..."
+
+
+# ---------------------------------------------------------------------------------------------------- parsing
+
+
+def check_content_length(content_length: str | None, max_body_bytes: int) -> None:
+    """Refuse an announced oversized body before reading it (413); a missing header is checked while reading."""
+    if content_length is None:
+        return
+    try:
+        length = int(content_length)
+    except ValueError:
+        raise ServingError(400, f"Content-Length {content_length[:32]!r} is not an integer") from None
+    if length > max_body_bytes:
+        raise ServingError(413, f"request body is {length} bytes; the limit is {max_body_bytes}")
+
+
+def parse_recommend_body(body: bytes, content_type: str | None, max_body_bytes: int) -> RecommendRequest:
+    """Raw POST /recommend body -> RecommendRequest, or ServingError 413 / 415 / 400 / 422."""
+    if len(body) > max_body_bytes:
+        raise ServingError(413, f"request body is over {max_body_bytes} bytes")
+    media_type = (content_type or "application/json").split(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise ServingError(415, f"content type {media_type[:64]!r} is not supported; send application/json")
+    try:
+        payload = json.loads(body)
+    except RecursionError:  # deeply nested arrays/objects exhaust the parser's stack
+        raise ServingError(400, "request body is nested too deeply to be a recommendation request") from None
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+        raise ServingError(400, f"request body is not valid JSON: {err}") from None
+    if not isinstance(payload, dict):
+        raise ServingError(422, f"request body must be a JSON object, not {type(payload).__name__}")
+    try:
+        return RecommendRequest.model_validate(payload)
+    except ValidationError as err:
+        message, errors = describe_validation_error(err)
+        raise ServingError(422, message, errors=errors) from None
+    except RecursionError:  # a deeply nested value inside an otherwise valid object
+        raise ServingError(422, "invalid request: a value is nested too deeply") from None
+
+
+# ---------------------------------------------------------------------------------------------------- scoring
+
+
+@dataclass(frozen=True)
+class ScoringRequest:
+    """One validated request in model terms: item_idx (oldest first, may exceed max_len), k, exclusion flag."""
+
+    history_idx: tuple[int, ...]
+    k: int
+    exclude_history: bool
+    ignored_item_ids: tuple[str, ...] = field(default=())
+
+
+@dataclass
+class Catalogue:
+    """The exported item table as lookups: item_id -> item_idx, and item_idx -> (item_id, text)."""
+
+    item_ids: list[str]  # position i is item_idx i + 1
+    texts: list[str]
+    index: dict[str, int]
+
+    @classmethod
+    def from_table(cls, items) -> Catalogue:
+        """From the export's items table (item_idx 1..N in order, as load_exported guarantees)."""
+        item_ids = [str(item_id) for item_id in items.column("item_id").to_pylist()]
+        texts = [text or "" for text in items.column("text").to_pylist()]
+        return cls(item_ids=item_ids, texts=texts, index={item_id: i + 1 for i, item_id in enumerate(item_ids)})
+
+    def resolve(self, request: RecommendRequest) -> ScoringRequest:
+        """Item ids -> item_idx; unknown ids are a 422 naming them, or dropped with ignore_unknown."""
+        history_idx, unknown = [], []
+        for item_id in request.history:
+            item_idx = self.index.get(item_id)
+            if item_idx is None:
+                unknown.append(item_id)
+            else:
+                history_idx.append(item_idx)
+        if not request.history:
+            raise ServingError(422, "history is empty: send at least one item id")
+        distinct_unknown = list(dict.fromkeys(unknown))
+        named = [_short(item_id) for item_id in distinct_unknown[:MAX_NAMED_IDS]]
+        more = f" (and {len(distinct_unknown) - len(named)} more)" if len(distinct_unknown) > len(named) else ""
+        if unknown and not request.ignore_unknown:
+            raise ServingError(422, f"unknown item ids: {', '.join(map(repr, named))}{more}; send ids from the "
+                                    "model's catalogue or set ignore_unknown=true", unknown_item_ids=named)
+        if not history_idx:
+            raise ServingError(422, f"no known item in the history (unknown: {', '.join(map(repr, named))}{more})",
+                               unknown_item_ids=named)
+        return ScoringRequest(history_idx=tuple(history_idx), k=request.k, exclude_history=request.exclude_history,
+                              ignored_item_ids=tuple(named))
+
+
+@torch.inference_mode()
+def score_batch(model, requests: list[ScoringRequest]) -> list[list[tuple[int, float]]]:
+    """Top-k (item_idx, score) per request, best first, from one forward pass over the whole batch.
+
+    The model reads the most recent `model.max_len` items of each history (left-padded, as in training);
+    `exclude_history` masks every item of the full history, truncated part included, since the user has seen
+    them all. Masked and padding items score -inf and are never returned, so a request may get fewer than k."""
+    from rdistill.data.dataset import pad_history_lists
+    from rdistill.data.schema import PADDING_IDX
+
+    if not requests:
+        return []
+    history = pad_history_lists([list(r.history_idx[-model.max_len:]) for r in requests], model.max_len)
+    scores = model.scores(history).float()
+    scores[:, PADDING_IDX] = float("-inf")
+    scores = torch.nan_to_num(scores, nan=float("-inf"))  # a NaN must never rank (nor reach JSON)
+    for row, request in enumerate(requests):
+        if request.exclude_history:
+            scores[row, torch.tensor(request.history_idx, dtype=torch.long)] = float("-inf")
+    k_max = min(max(r.k for r in requests), scores.shape[1])
+    top_scores, top_idx = scores.topk(k_max, dim=1)
+    results = []
+    for row, request in enumerate(requests):
+        pairs = zip(top_idx[row, :request.k].tolist(), top_scores[row, :request.k].tolist())
+        results.append([(item_idx, score) for item_idx, score in pairs if math.isfinite(score)])
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------- the service
+
+
+class Recommender:
+    """One loaded exported model with everything a replica needs: validation, batch scoring, responses.
+
+    Framework-free: the Ray Serve deployment (serve/app.py) and the bare uvicorn baseline both wrap it."""
+
+    def __init__(self, settings: ServeSettings):
+        from rdistill.export import load_exported
+
+        torch.set_num_threads(settings.torch_threads)
+        self.settings = settings
+        self.exported = load_exported(Path(settings.model_dir))
+        self.model = self.exported.model.eval()
+        self.catalogue = Catalogue.from_table(self.exported.items)
+        self.info = ModelInfo(name=self.exported.name, version=self.exported.version,
+                              trained_at=self.exported.trained_at)
+        self.token = read_token(settings.auth_token_env)
+
+    def authorize(self, authorization: str | None) -> None:
+        if not is_authorized(authorization, self.token):
+            raise ServingError(401, "missing or wrong bearer token: send 'Authorization: Bearer <token>'")
+
+    def parse(self, body: bytes, content_type: str | None) -> ScoringRequest:
+        request = parse_recommend_body(body, content_type, self.settings.max_body_bytes)
+        return self.catalogue.resolve(request)
+
+    def score(self, requests: list[ScoringRequest]) -> list[RecommendResponse]:
+        return [self.respond(request, top) for request, top in zip(requests, score_batch(self.model, requests))]
+
+    def respond(self, request: ScoringRequest, top: list[tuple[int, float]]) -> RecommendResponse:
+        items = [RecommendedItem(item_id=self.catalogue.item_ids[i - 1], text=self.catalogue.texts[i - 1], score=s)
+                 for i, s in top]
+        return RecommendResponse(items=items, model=self.info, ignored_item_ids=list(request.ignored_item_ids))
+
+    def details(self) -> ModelDetails:
+        manifest = self.exported.manifest
+        return ModelDetails(model=self.info, n_items=self.model.n_items, max_len=self.model.max_len,
+                            num_parameters=self.model.num_parameters(), student=manifest.get("student", {}),
+                            config=manifest.get("config", {}), metrics=self.exported.metrics,
+                            lineage=manifest.get("lineage", {}))
+
+
+async def read_body(receive_chunks, content_length: str | None, max_body_bytes: int) -> bytes:
+    """Read a request body from an async iterator of chunks, stopping with 413 as soon as it passes the limit
+    (so a client that sends no Content-Length cannot make the replica buffer an unbounded body)."""
+    check_content_length(content_length, max_body_bytes)
+    chunks, size = [], 0
+    async for chunk in receive_chunks:
+        size += len(chunk)
+        if size > max_body_bytes:
+            raise ServingError(413, f"request body is over {max_body_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+RECOMMEND_OPENAPI = {
+    # the body is parsed by hand (to enforce the size limit before parsing), so describe it to OpenAPI here
+    "requestBody": {"required": True, "content": {"application/json": {"schema": RecommendRequest.model_json_schema()}}},
+    "responses": {str(status): {"description": text, "content": {"application/json": {"schema": ErrorResponse.model_json_schema()}}}
+                  for status, text in [(400, "body is not JSON"), (401, "missing or wrong bearer token"),
+                                       (413, "body too large"), (415, "not application/json"),
+                                       (422, "invalid request: unknown ids, empty history, k out of range ...")]},
+}
+
+
+def add_error_handlers(api) -> None:
+    """JSON for every error FastAPI or Starlette raise by themselves (404, 405, ...) and, as a last resort, for
+    an unexpected exception (a 500 that names no internals; the traceback goes to the replica's log)."""
+    import logging
+
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
+    async def serving_error(request, exc: ServingError):
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    async def http_error(request, exc: HTTPException):
+        return JSONResponse(error_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+
+    async def validation_error(request, exc: RequestValidationError):
+        errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")} for e in exc.errors()]
+        shown = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:10])
+        return JSONResponse(error_body(f"invalid request: {shown}", errors=errors), status_code=422)
+
+    async def unexpected(request, exc: Exception):
+        logging.getLogger("rdistill.serving").exception("unexpected error on %s", request.url.path)
+        return JSONResponse(error_body("internal error while answering the request; see the server log"),
+                            status_code=500)
+
+    api.add_exception_handler(ServingError, serving_error)
+    api.add_exception_handler(HTTPException, http_error)
+    api.add_exception_handler(RequestValidationError, validation_error)
+    api.add_exception_handler(Exception, unexpected)
+
+
+def bare_fastapi_app(settings: ServeSettings):
+    """The same endpoint as a plain FastAPI app in one process, scoring each request alone: the baseline the
+    serving benchmark runs under uvicorn against Ray Serve (and a way to serve without Ray at all)."""
+    import asyncio
+
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+    api = FastAPI(title="rdistill recommender (bare)")
+    add_error_handlers(api)
+    recommender = Recommender(settings)
+    lock = asyncio.Lock()  # one forward pass at a time, like a replica's batch loop
+
+    @api.get("/healthz")
+    async def healthz():
+        return {"status": "ok", "version": recommender.info.version}
+
+    @api.post("/recommend", response_model=RecommendResponse, openapi_extra=RECOMMEND_OPENAPI)
+    async def recommend(request: Request):
+        recommender.authorize(request.headers.get("authorization"))
+        body = await read_body(request.stream(), request.headers.get("content-length"), settings.max_body_bytes)
+        scoring = recommender.parse(body, request.headers.get("content-type"))
+        async with lock:
+            response = recommender.score([scoring])[0]
+        return JSONResponse(response.model_dump(mode="json"))
+
+    return api
+
+
+# ---------------------------------------------------------------------------------------------------- run locally
+
+
+def run_local(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, *, app_name: str = "rdistill",
+              route_prefix: str = "/", num_replicas: int | None = 1, autoscaling_config: dict | None = None,
+              max_ongoing_requests: int = 32, num_cpus_per_replica: float = 0.5, max_batch_size: int = 16,
+              batch_wait_timeout_s: float = 0.005, max_body_bytes: int = 64 * 1024,
+              auth_token_env: str = DEFAULT_TOKEN_ENV, torch_threads: int = 1, ray_address: str | None = None,
+              blocking: bool = True) -> str:
+    """Serve an exported student with Ray Serve at http://host:port/ (the `rdistill serve` command).
+
+    Starts (or joins, see ray_address) a Ray cluster, starts Serve's HTTP proxy on host:port (127.0.0.1 by
+    default: only this machine can reach it) and deploys the application as `app_name`. Calling it again with
+    another model_dir and the same app_name swaps models without dropping requests (a rolling update).
+
+    Args:
+        model_dir: an exported model (serving/model/, from `rdistill export` or `rdistill tune`).
+        host, port: where the HTTP proxy listens; fixed for the lifetime of Serve on this cluster.
+        num_replicas: fixed replica count; ignored when autoscaling_config is given.
+        autoscaling_config: Serve's autoscaling options (min_replicas, max_replicas,
+            target_ongoing_requests, upscale_delay_s, downscale_delay_s, ...).
+        max_ongoing_requests: per-replica admission limit; must be >= max_batch_size.
+        num_cpus_per_replica: CPUs Ray reserves per replica (fractional on a small machine).
+        max_batch_size, batch_wait_timeout_s, max_body_bytes, auth_token_env, torch_threads: see ServeSettings.
+            Auth is on when the environment variable auth_token_env is set (in the environment Ray's workers
+            see: set it before the cluster starts, or in the replica's runtime_env).
+        ray_address: passed to ray.init when Ray is not initialised yet: None is Ray's default (RAY_ADDRESS,
+            else a running local cluster, else a new one), "local" always starts a new one.
+        blocking: serve until interrupted (Ctrl-C), then shut Serve down; otherwise return at once.
+
+    Returns:
+        The base URL, e.g. "http://127.0.0.1:8000" (returned after Ctrl-C when blocking).
+    """
+    import ray
+    from ray import serve
+
+    from serve.app import build_app
+
+    settings = ServeSettings(model_dir=str(Path(model_dir).resolve()), max_batch_size=max_batch_size,
+                             batch_wait_timeout_s=batch_wait_timeout_s, max_body_bytes=max_body_bytes,
+                             auth_token_env=auth_token_env, torch_threads=torch_threads)
+    application = build_app(settings, num_replicas=num_replicas, autoscaling_config=autoscaling_config,
+                            max_ongoing_requests=max_ongoing_requests, num_cpus_per_replica=num_cpus_per_replica)
+    if not ray.is_initialized():
+        ray.init(address=ray_address)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(application, name=app_name, route_prefix=route_prefix)
+    url = f"http://{host}:{port}{route_prefix.rstrip('/')}"
+    if blocking:
+        import time
+
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            serve.shutdown()
+    return url
