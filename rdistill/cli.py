@@ -76,6 +76,24 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=["valid", "test"], default="valid", help="which split (default valid)")
     _add_config_arguments(evaluate)
 
+    tune = commands.add_parser(
+        "tune",
+        help="search the distillation weights with Ray Tune + Optuna TPE + ASHA; export the winner",
+        description=(
+            "Run tune.num_samples distillation trials (students learning from <artifact_root>/signals/) with "
+            "settings drawn from tune.space (default: the KD, DLLM2Rec ranking and embedding weights and the "
+            "learning rate) by Optuna's TPE sampler seeded with `seed` (tune.search=random for plain random "
+            "sampling), at most tune.max_concurrent at once with tune.cpus_per_trial / tune.gpus_per_trial each. "
+            "ASHA (tune.scheduler=asha) stops weak trials after tune.grace_period epochs. The winner is chosen "
+            "on validation only; its test metrics are computed once, and it is exported to "
+            "<artifact_root>/serving/model/. The campaign lives in <artifact_root>/tune/<tune.name>/: running "
+            "the command again after an interruption resumes it (--fresh starts over). Connects to the Ray "
+            "cluster in RAY_ADDRESS, or starts a local one."
+        ),
+    )
+    tune.add_argument("--fresh", action="store_true", help="discard an existing campaign of the same name")
+    _add_config_arguments(tune)
+
     export = commands.add_parser(
         "export",
         help="export a saved student with its item table to serving/model/ for the endpoint",
@@ -218,6 +236,12 @@ def _command_export(config, model_dir: Path, out: Path | None) -> dict:
     return {"serving_dir": str(target), "name": manifest["name"], "version": manifest["version"]}
 
 
+def _command_tune(config, fresh: bool) -> dict:
+    from rdistill.tune import tune_students, tune_summary
+
+    return tune_summary(tune_students(config, fresh=fresh))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
@@ -230,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             summary = _command_prepare(config)
         elif args.command == "train-student":
             summary = _command_train_student(config)
+        elif args.command == "tune":
+            summary = _command_tune(config, args.fresh)
         elif args.command == "export":
             summary = _command_export(config, args.model_dir, args.out)
         elif args.command == "teacher" and args.teacher_command == "infer":

@@ -252,6 +252,70 @@ class DistillConfig(StrictModel):
         return self.kd_weight > 0 or self.rank_weight > 0
 
 
+class SearchDimension(StrictModel):
+    """One searched setting: uniform/loguniform floats, int ranges, or a choice among values."""
+
+    type: Literal["uniform", "loguniform", "int", "choice"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> SearchDimension:
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("a choice needs a non-empty `values` list")
+        elif self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError(f"{self.type} needs low < high")
+        elif self.type == "loguniform" and self.low <= 0:
+            raise ValueError("loguniform needs low > 0")
+        return self
+
+    def example(self) -> Any:
+        """A value inside the dimension, to check that the key it sets is valid."""
+        if self.type == "choice":
+            return self.values[0]
+        return int(self.low) if self.type == "int" else self.low
+
+
+def default_search_space() -> dict[str, SearchDimension]:
+    """The distillation weights of DLLM2Rec and Hinton KD, and the learning rate."""
+    return {
+        "distill.kd_weight": SearchDimension(type="uniform", low=0.0, high=2.0),
+        "distill.temperature": SearchDimension(type="loguniform", low=0.5, high=5.0),
+        "distill.rank_weight": SearchDimension(type="uniform", low=0.0, high=2.0),
+        "distill.position_lambda": SearchDimension(type="loguniform", low=1.0, high=50.0),
+        "distill.gamma_position": SearchDimension(type="uniform", low=0.0, high=1.0),
+        "distill.gamma_confidence": SearchDimension(type="uniform", low=0.0, high=1.0),
+        "distill.gamma_consistency": SearchDimension(type="uniform", low=0.0, high=1.0),
+        "distill.top_k": SearchDimension(type="choice", values=[10, 20, 50]),
+        "distill.embed_weight": SearchDimension(type="uniform", low=0.0, high=1.0),
+        "train.lr": SearchDimension(type="loguniform", low=3e-4, high=3e-3),
+    }
+
+
+class TuneConfig(StrictModel):
+    """The search over distillation weights (`rdistill tune`): Ray Tune + Optuna TPE + ASHA."""
+
+    name: str = "distill"  # campaign folder: <artifact_root>/tune/<name>/
+    num_samples: int = Field(16, ge=1)  # trials
+    max_concurrent: int = Field(2, ge=1)  # trials running at once (ConcurrencyLimiter)
+    search: Literal["tpe", "random"] = "tpe"  # Optuna TPE (seeded with `seed`) or plain random sampling
+    scheduler: Literal["asha", "fifo"] = "asha"  # ASHA stops weak trials early; fifo runs every trial to the end
+    max_epochs: int = Field(30, ge=1)  # per trial (ASHA's max_t); early stopping on validation may end sooner
+    grace_period: int = Field(3, ge=1)  # epochs before ASHA may stop a trial
+    reduction_factor: float = Field(3.0, gt=1)
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    # Dotted config keys -> dimensions; empty means default_search_space(). Any config key may be searched,
+    # student.name included (a choice of students).
+    space: dict[str, SearchDimension] = Field(default_factory=dict)
+    export: bool = True  # export the winner to serving/model/
+
+    def search_space(self) -> dict[str, SearchDimension]:
+        return self.space or default_search_space()
+
+
 class Config(StrictModel):
     """The whole experiment. Sections for later stages are added beside these."""
 
@@ -265,6 +329,23 @@ class Config(StrictModel):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     infer: InferConfig = Field(default_factory=InferConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+
+    @model_validator(mode="after")
+    def _searched_keys_exist(self) -> Config:
+        for key, dimension in self.tune.space.items():
+            raw = self.model_dump(mode="json")
+            raw["tune"]["space"] = {}
+            set_dotted(raw, key, dimension.example())
+            try:
+                Config.model_validate(raw)
+            except ValidationError as err:
+                raise ValueError(f"tune.space.{key} does not set a valid config value: "
+                                 f"{_format_validation_error(err)}") from None
+            if key.split(".")[0] in {"tune", "data", "artifact_root"}:
+                raise ValueError(f"tune.space.{key}: only training, student and distillation settings can be "
+                                 "searched")
+        return self
 
     def artifact_path(self) -> Path:
         return Path(os.environ.get(ARTIFACT_ROOT_ENV) or self.artifact_root).expanduser()
@@ -276,13 +357,24 @@ def _format_validation_error(err: ValidationError, prefix: str = "") -> str:
         loc = ".".join(str(part) for part in issue["loc"])
         if prefix:
             loc = f"{prefix}.{loc}" if loc else prefix
-        message = issue["msg"]
+        message = issue["msg"].removeprefix("Value error, ")
         if issue["type"] == "extra_forbidden":
             message = "unknown key"
         elif "input" in issue and issue["type"] != "value_error":
             message = f"{message} (got {issue['input']!r})"
-        lines.append(f"{loc or '<root>'}: {message}")
+        lines.append(f"{loc}: {message}" if loc else message)
     return "; ".join(lines)
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    """raw["a"]["b"]["c"] = value for key "a.b.c", creating sections on the way."""
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{key}: {part} is a value, not a section")
+    node[parts[-1]] = value
 
 
 def parse_override(override: str) -> tuple[list[str], Any]:

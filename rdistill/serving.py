@@ -270,7 +270,7 @@ def score_batch(model, requests: list[ScoringRequest]) -> list[list[tuple[int, f
     history = pad_history_lists([list(r.history_idx[-model.max_len:]) for r in requests], model.max_len)
     scores = model.scores(history).float()
     scores[:, PADDING_IDX] = float("-inf")
-    scores = torch.nan_to_num(scores, nan=float("-inf"))  # a NaN must never rank (nor reach JSON)
+    scores.masked_fill_(scores.isnan(), float("-inf"))  # a NaN must never rank (nor reach JSON)
     for row, request in enumerate(requests):
         if request.exclude_history:
             scores[row, torch.tensor(request.history_idx, dtype=torch.long)] = float("-inf")

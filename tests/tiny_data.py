@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from rdistill.config import Config, load_config
+from rdistill.teacher.signals import ITEM_EMB_SCHEMA, TOPK_SCHEMA, list_column
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RDISTILL_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
@@ -53,3 +57,22 @@ def tiny_config(root: Path, *overrides: str) -> Config:
         ],
     )
 
+
+def write_signals(root, topk_items: np.ndarray, topk_scores: np.ndarray, item_emb: np.ndarray,
+                  rows: int | None = None, items: int | None = None) -> None:
+    """A signals/ folder as `rdistill teacher infer` writes it, from given arrays (the teacher is a fixture)."""
+    folder = root / "signals"
+    folder.mkdir(parents=True, exist_ok=True)
+    count = len(topk_items)
+    pq.write_table(pa.Table.from_pydict({
+        "row_id": pa.array(np.arange(count, dtype=np.int64)),
+        "topk_items": list_column(topk_items.astype(np.int32), pa.int32()),
+        "topk_scores": list_column(topk_scores.astype(np.float32), pa.float32()),
+        "user_emb": list_column(np.zeros((count, item_emb.shape[1]), np.float32), pa.float32()),
+    }, schema=TOPK_SCHEMA), folder / "topk.parquet")
+    pq.write_table(pa.Table.from_pydict({
+        "item_idx": pa.array(np.arange(1, len(item_emb), dtype=np.int32)),
+        "embedding": list_column(item_emb[1:].astype(np.float32), pa.float32()),
+    }, schema=ITEM_EMB_SCHEMA), folder / "item_emb.parquet")
+    (folder / "manifest.json").write_text(json.dumps({"counts": {"rows": {"train": rows or count},
+                                                                 "items": items or len(item_emb) - 1}}))

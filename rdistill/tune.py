@@ -1,0 +1,295 @@
+"""The search over distillation weights (`rdistill tune`): Ray Tune + Optuna TPE + ASHA, winner exported.
+
+Each trial is one distillation run (rdistill.distill.train.train_student) with the trial's settings applied to
+the experiment config. After every epoch it reports the validation metrics to Tune (so ASHA can stop it) and,
+when the selection metric improved, a checkpoint with the student's weights. Only validation metrics drive
+the search and the choice of the winner; the winner's test metrics are computed once, after the search, and
+the winner is exported to serving/model/ (rdistill/export.py).
+
+The campaign lives under <artifact_root>/tune/<tune.name>/. Running the same command again after an
+interruption restores it with Tuner.restore: finished trials are kept, unfinished ones resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rdistill.artifacts import MANIFEST_NAME, ArtifactLayout, atomic_write_json, file_sha256, read_json
+from rdistill.config import Config, SearchDimension, config_to_dict, set_dotted
+from rdistill.errors import ConfigError, RdistillError
+
+log = logging.getLogger(__name__)
+
+CAMPAIGN_FILE = "campaign.json"  # what the campaign was started with; a restore must match it
+SUMMARY_FILE = "summary.json"
+
+
+class CampaignInterrupted(RdistillError):
+    """The search stopped before every trial finished (e.g. Ctrl-C); its state is saved for a resume."""
+
+
+@dataclass
+class TuneResult:
+    campaign_dir: Path
+    best_params: dict[str, Any]
+    best_valid: dict[str, float]
+    test: dict[str, float]
+    serving_dir: Path | None
+    trials: list[dict[str, Any]]
+    restored: bool
+    winner_checkpoint: str  # the winning trial's checkpoint (where Tune keeps it)
+
+
+def metric_name(config: Config) -> str:
+    return f"valid_{config.eval.select_metric}"
+
+
+def trial_config(base: dict[str, Any], params: dict[str, Any]) -> Config:
+    """The experiment config with a trial's settings (dotted keys) applied."""
+    raw = json.loads(json.dumps(base))
+    for key, value in params.items():
+        set_dotted(raw, key, value)
+    return Config.model_validate(raw)
+
+
+def _tune_dimension(dimension: SearchDimension):
+    from ray import tune
+
+    if dimension.type == "uniform":
+        return tune.uniform(dimension.low, dimension.high)
+    if dimension.type == "loguniform":
+        return tune.loguniform(dimension.low, dimension.high)
+    if dimension.type == "int":
+        return tune.randint(int(dimension.low), int(dimension.high) + 1)
+    return tune.choice(dimension.values)
+
+
+def run_trial(trial_params: dict[str, Any], base: dict[str, Any]) -> None:
+    """The Tune trainable: one distillation run, reporting every epoch (checkpoints when improved)."""
+    import tempfile
+
+    from ray import tune
+
+    from rdistill.distill.train import EpochReport, train_student
+    from rdistill.models import save_student
+
+    config = trial_config(base, trial_params)
+    metric_prefix = "valid_"
+
+    def report(epoch_report: EpochReport) -> None:
+        metrics = {"epoch": epoch_report.epoch,
+                   **{(key if key.startswith(("train_loss", "loss_")) else metric_prefix + key): value
+                      for key, value in epoch_report.metrics.items()}}
+        if epoch_report.improved:
+            with tempfile.TemporaryDirectory() as folder:
+                save_student(epoch_report.model, Path(folder))
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        else:
+            tune.report(metrics)
+
+    train_student(config, run_dir=Path(tune.get_context().get_trial_dir()) / "final", on_epoch_end=report,
+                  evaluate_test=False)
+
+
+def check_tune_inputs(config: Config) -> None:
+    """Signals against the dataset, and the search space against the signals, before any trial starts."""
+    from rdistill.data.dataset import load_dataset_info, load_split
+    from rdistill.distill.train import load_train_signals
+
+    layout = ArtifactLayout(config.artifact_path())
+    info = load_dataset_info(layout.dataset_dir)
+    space = config.tune.search_space()
+    searched_distill = any(key.startswith("distill.") for key in space)
+    if searched_distill or config.distill.uses_teacher():
+        probe = trial_config(config_to_dict(config), {"distill.kd_weight": 1.0})
+        signals = load_train_signals(probe, load_split(layout.dataset_dir, "train", info.max_len), info)
+        available = signals.topk_items.shape[1]
+        top_k = space.get("distill.top_k")
+        if top_k is not None:
+            largest = max(top_k.values or [top_k.high])
+            if largest > available:
+                raise ConfigError(f"tune.space.distill.top_k reaches {largest} but the signals hold the teacher's "
+                                  f"top {available} (infer.top_k): narrow the space or rerun teacher infer")
+
+
+def _campaign_key(config: Config) -> str:
+    """What a restored campaign must share with the original: config (minus tune bookkeeping) and inputs."""
+    layout = ArtifactLayout(config.artifact_path())
+    relevant = config_to_dict(config)
+    relevant["tune"].pop("export", None)
+    inputs = {"train": file_sha256(layout.table("train"))}
+    signals_manifest = layout.signals_dir / MANIFEST_NAME
+    if signals_manifest.is_file():
+        inputs["signals"] = read_json(signals_manifest).get("fingerprint")
+    return hashlib.sha256(json.dumps({"config": relevant, "inputs": inputs}, sort_keys=True).encode()).hexdigest()
+
+
+def _tuner(config: Config, campaign_dir: Path, restore: bool):
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    tune_cfg = config.tune
+    metric = metric_name(config)
+    trainable = tune.with_parameters(run_trial, base=config_to_dict(config))
+    trainable = tune.with_resources(trainable, {"cpu": tune_cfg.cpus_per_trial, "gpu": tune_cfg.gpus_per_trial})
+    if restore:
+        return tune.Tuner.restore(str(campaign_dir), trainable=trainable, resume_unfinished=True,
+                                  resume_errored=True)
+    space = {key: _tune_dimension(dimension) for key, dimension in tune_cfg.search_space().items()}
+    if tune_cfg.search == "tpe":
+        searcher = OptunaSearch(metric=metric, mode="max",
+                                sampler=optuna.samplers.TPESampler(seed=config.seed))
+        search_alg = ConcurrencyLimiter(searcher, max_concurrent=tune_cfg.max_concurrent)
+    else:
+        search_alg = BasicVariantGenerator(random_state=config.seed, max_concurrent=tune_cfg.max_concurrent)
+    if tune_cfg.scheduler == "asha":
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=tune_cfg.max_epochs,
+                                  grace_period=min(tune_cfg.grace_period, tune_cfg.max_epochs),
+                                  reduction_factor=tune_cfg.reduction_factor)
+    else:
+        scheduler = FIFOScheduler()
+    return tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(metric=metric, mode="max", search_alg=search_alg, scheduler=scheduler,
+                                    num_samples=tune_cfg.num_samples),
+        run_config=tune.RunConfig(
+            name=campaign_dir.name, storage_path=str(campaign_dir.parent),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=metric,
+                                                    checkpoint_score_order="max"),
+            verbose=1,
+        ),
+    )
+
+
+def tune_students(config: Config, fresh: bool = False) -> TuneResult:
+    """Run (or resume) the campaign, pick the winner on validation, test it once, export it."""
+    import ray
+    from ray import tune
+
+    started = time.time()
+    layout = ArtifactLayout(config.artifact_path())
+    # trials run train_student for at most tune.max_epochs, with one torch thread per CPU of the trial
+    config = trial_config(config_to_dict(config), {
+        "train.epochs": config.tune.max_epochs, "train.progress": False,
+        "train.num_threads": config.train.num_threads or max(1, int(config.tune.cpus_per_trial)),
+    })
+    check_tune_inputs(config)
+    campaign_dir = (layout.root / "tune" / config.tune.name).resolve()
+    key = _campaign_key(config)
+    restore = False
+    if campaign_dir.exists() and not fresh:
+        recorded = read_json(campaign_dir / CAMPAIGN_FILE) if (campaign_dir / CAMPAIGN_FILE).is_file() else {}
+        if recorded.get("key") != key:
+            raise ConfigError(f"{campaign_dir} holds a campaign with a different config or inputs: choose another "
+                              "tune.name, or pass --fresh to start this one over")
+        restore = tune.Tuner.can_restore(str(campaign_dir))
+    if fresh and campaign_dir.exists():
+        import shutil
+
+        shutil.rmtree(campaign_dir)
+    campaign_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(campaign_dir / CAMPAIGN_FILE, {"key": key, "config": config_to_dict(config)})
+
+    if not ray.is_initialized():
+        ray.init()
+    log.info("%s tuning campaign %s: %d trials, %s search, %s scheduler", "resuming" if restore else "starting",
+             campaign_dir, config.tune.num_samples, config.tune.search, config.tune.scheduler)
+    results = _tuner(config, campaign_dir, restore).fit()
+    finished = results.num_terminated + results.num_errors
+    if finished < config.tune.num_samples:
+        raise CampaignInterrupted(f"the campaign in {campaign_dir} stopped with {finished} of "
+                                  f"{config.tune.num_samples} trials finished: run the same command again to resume")
+    return _finish(config, campaign_dir, results, started, restore)
+
+
+def _finish(config: Config, campaign_dir: Path, results, started: float, restored: bool) -> TuneResult:
+    from rdistill.data.dataset import load_dataset_info, load_split
+    from rdistill.data.schema import read_table
+    from rdistill.evaluate import evaluate_model
+    from rdistill.export import export_student
+    from rdistill.models import load_student
+
+    metric = metric_name(config)
+    trials = trial_table(results, metric)
+    scored = [result for result in results if result.metrics and result.best_checkpoints]
+    if not scored:
+        errors = [str(result.error) for result in results if result.error][:3]
+        raise RuntimeError(f"no trial of {campaign_dir} reported a checkpoint; first errors: {errors}")
+    best = max(scored, key=lambda result: max(m[metric] for _, m in result.best_checkpoints))
+    checkpoint, best_metrics = max(best.best_checkpoints, key=lambda pair: pair[1][metric])
+    params = {key: best.config[key] for key in config.tune.search_space()}
+    winner_config = trial_config(config_to_dict(config), params)
+
+    layout = ArtifactLayout(config.artifact_path())
+    info = load_dataset_info(layout.dataset_dir)
+    with checkpoint.as_directory() as folder:
+        model = load_student(Path(folder))
+    # the only look at the test split in the whole campaign, with the weights chosen on validation
+    eval_cfg = config.eval
+    test = evaluate_model(model, load_split(layout.dataset_dir, "test", info.max_len), eval_cfg.ks,
+                          config.train.eval_batch_size, eval_cfg.exclude_history)
+    valid = {key.removeprefix("valid_"): value for key, value in best_metrics.items()
+             if key.startswith("valid_")}
+    serving_dir = None
+    if config.tune.export:
+        serving_dir = export_student(
+            model, read_table(layout.dataset_dir, "items"), layout.serving_model_dir,
+            metrics={"valid": valid, "test": test, "best_epoch": best_metrics.get("epoch"), "params": params},
+            config=config_to_dict(winner_config),
+            lineage=_lineage(layout, campaign_dir, best),
+        )
+    summary = {"metric": metric, "winner": {"trial_id": best.metrics.get("trial_id"), "params": params,
+                                            "valid": valid, "test": test, "epoch": best_metrics.get("epoch")},
+               "trials": trials, "restored": restored, "seconds": round(time.time() - started, 1),
+               "search": config.tune.search, "scheduler": config.tune.scheduler, "seed": config.seed}
+    atomic_write_json(campaign_dir / SUMMARY_FILE, summary)
+    return TuneResult(campaign_dir, params, valid, test, serving_dir, trials, restored, checkpoint.path)
+
+
+def _lineage(layout: ArtifactLayout, campaign_dir: Path, best) -> dict[str, Any]:
+    lineage: dict[str, Any] = {"campaign": str(campaign_dir), "trial_id": best.metrics.get("trial_id"),
+                               "dataset_items_sha256": file_sha256(layout.table("items"))}
+    for name, path in (("dataset", layout.dataset_dir / MANIFEST_NAME), ("signals", layout.signals_dir / MANIFEST_NAME),
+                       ("teacher", layout.teacher_checkpoint_dir / MANIFEST_NAME)):
+        if path.is_file():
+            manifest = read_json(path)
+            lineage[name] = {"manifest": str(path), "started_at": manifest.get("started_at"),
+                             **({"fingerprint": manifest["fingerprint"]} if "fingerprint" in manifest else {})}
+    return lineage
+
+
+def trial_table(results, metric: str) -> list[dict[str, Any]]:
+    """One row per trial: its settings, best validation metric, epochs run, status and time."""
+    rows = []
+    for result in results:
+        frame = result.metrics_dataframe
+        history = frame[metric].tolist() if frame is not None and metric in frame else []
+        rows.append({
+            "trial_id": (result.metrics or {}).get("trial_id"),
+            "params": {key: value for key, value in (result.config or {}).items()},
+            "best": max(history) if history else None,
+            "epochs": len(history),
+            "history": history,
+            "seconds": (result.metrics or {}).get("time_total_s"),
+            "error": str(result.error) if result.error else None,
+        })
+    return rows
+
+
+def tune_summary(result: TuneResult) -> dict[str, Any]:
+    finished = [trial for trial in result.trials if trial["best"] is not None]
+    return {"campaign_dir": str(result.campaign_dir), "restored": result.restored, "trials": len(result.trials),
+            "ended_before_max_epochs": sum(1 for trial in finished if trial["epochs"] < max(
+                t["epochs"] for t in finished)),
+            "best_params": result.best_params, "valid": result.best_valid, "test": result.test,
+            "serving_dir": str(result.serving_dir) if result.serving_dir else None}

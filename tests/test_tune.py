@@ -1,0 +1,120 @@
+"""The distillation search on a real local Ray: Optuna TPE + ASHA, winner export, interruption and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from rdistill.data.dataset import load_split
+from rdistill.errors import ConfigError
+from rdistill.export import load_exported
+from rdistill.models import load_student
+from rdistill.tune import tune_students
+
+from tiny_data import REPO_ROOT, tiny_config, write_signals
+
+pytestmark = pytest.mark.integration
+
+SPACE = ("tune.space={train.lr: {type: loguniform, low: 0.00001, high: 0.01}, "
+         "distill.kd_weight: {type: uniform, low: 0.0, high: 1.0}, "
+         "distill.top_k: {type: choice, values: [2, 4]}}")
+
+
+@pytest.fixture
+def campaign_root(tiny_root, tmp_path):
+    """The tiny dataset with fixture signals: the teacher's favourite is the true next item."""
+    shutil.copytree(tiny_root / "artifacts" / "dataset", tmp_path / "dataset")
+    target = load_split(tmp_path / "dataset", "train", 8).target.numpy()
+    topk = np.stack([(target - 1 + offset) % 40 + 1 for offset in (0, 1, 2, 3)], axis=1)
+    scores = np.tile(np.array([[5.0, 1.0, 0.0, -1.0]], np.float32), (len(target), 1))
+    item_emb = np.random.default_rng(0).normal(size=(41, 12)).astype(np.float32)
+    item_emb[0] = 0
+    write_signals(tmp_path, topk, scores, item_emb)
+    return tmp_path
+
+
+def campaign_config(tiny_root, root, *overrides):
+    return tiny_config(tiny_root, f"artifact_root={root}", "student.name=gru4rec", "train.patience=20",
+                       "tune.max_epochs=4", "tune.grace_period=1", "tune.reduction_factor=2", "tune.num_samples=4",
+                       "tune.max_concurrent=2", SPACE, *overrides)
+
+
+def test_search_stops_weak_trials_and_exports_the_validation_winner(ray_cluster, tiny_root, campaign_root):
+    config = campaign_config(tiny_root, campaign_root)
+    result = tune_students(config)
+
+    assert len(result.trials) == 4 and not any(trial["error"] for trial in result.trials)
+    # patience (20) never ends a trial before max_epochs (4): a shorter trial was stopped by ASHA
+    assert any(trial["epochs"] < 4 for trial in result.trials), [t["epochs"] for t in result.trials]
+    assert max(trial["epochs"] for trial in result.trials) == 4
+    # the winner is the trial with the best validation metric, over every trial and epoch
+    best = max(result.trials, key=lambda trial: trial["best"])
+    assert result.best_valid["ndcg_at_10"] == pytest.approx(best["best"])
+    assert set(result.best_params) == {"train.lr", "distill.kd_weight", "distill.top_k"}
+
+    # the exported model is the winning trial's checkpoint, scoring identically
+    served = load_exported(result.serving_dir)
+    trial_model = load_student(result.winner_checkpoint)
+    history = load_split(campaign_root / "dataset", "valid", 8).history
+    with torch.no_grad():
+        torch.testing.assert_close(served.model.scores(history), trial_model.scores(history))
+    assert served.metrics["test"] == result.test and served.metrics["valid"] == result.best_valid
+    assert served.manifest["lineage"]["trial_id"] == best["trial_id"]
+    assert served.manifest["config"]["train"]["lr"] == pytest.approx(result.best_params["train.lr"])
+    summary = json.loads((result.campaign_dir / "summary.json").read_text())
+    assert summary["winner"]["test"] == result.test and summary["seed"] == config.seed
+
+
+def test_an_interrupted_campaign_resumes_without_losing_finished_trials(ray_cluster, tiny_root, campaign_root,
+                                                                         tmp_path):
+    overrides = ["tune.num_samples=4", "tune.max_concurrent=1", "tune.scheduler=fifo", "tune.max_epochs=3"]
+    config_file = tmp_path / "campaign.yaml"
+    config_file.write_text(json.dumps(campaign_config(tiny_root, campaign_root, *overrides).model_dump(mode="json")))
+    campaign = campaign_root / "tune" / "distill"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": ""}
+    process = subprocess.Popen([sys.executable, "-m", "rdistill.cli", "tune", "--config", str(config_file)],
+                               cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:  # Ctrl-C once the first trial has finished all of its epochs
+        deadline = time.time() + 240
+        while time.time() < deadline and not any(
+                len(path.read_text().splitlines()) >= 3 for path in campaign.glob("*/result.json")):
+            time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 2, output[-3000:]
+    assert "run the same command again to resume" in output
+    finished_before = {path.parent.name: path.read_text() for path in campaign.glob("*/result.json")
+                       if len(path.read_text().splitlines()) >= 3}
+    assert 1 <= len(finished_before) < 4
+
+    result = tune_students(campaign_config(tiny_root, campaign_root, *overrides))
+    assert result.restored
+    assert len(result.trials) == 4 and all(trial["epochs"] == 3 for trial in result.trials)
+    for name, lines in finished_before.items():  # finished trials were kept, not run again
+        assert (campaign / name / "result.json").read_text() == lines
+
+
+def test_a_changed_config_does_not_restore_someone_elses_campaign(ray_cluster, tiny_root, campaign_root):
+    campaign = campaign_root / "tune" / "distill"
+    campaign.mkdir(parents=True)
+    (campaign / "campaign.json").write_text(json.dumps({"key": "another"}))
+    with pytest.raises(ConfigError, match="different config or inputs: choose another tune.name, or pass --fresh"):
+        tune_students(campaign_config(tiny_root, campaign_root))
+
+
+def test_space_wider_than_the_signals_fails_before_any_trial(tiny_root, campaign_root):
+    config = campaign_config(tiny_root, campaign_root,
+                             "tune.space={distill.top_k: {type: choice, values: [2, 10]}}")
+    with pytest.raises(ConfigError, match="reaches 10 but the signals hold the teacher's top 4"):
+        tune_students(config)
