@@ -236,6 +236,7 @@ class DistillConfig(StrictModel):
     init_item_embeddings: Literal["random", "teacher"] = "random"
     feature_weight: float = Field(0.0, ge=0)  # lambda_f: SLMRec feature distillation (slm student only)
     feature_l2_weight: float = Field(0.1, ge=0)  # the 0.1 * ||h_s - h_t|| term of the feature loss
+    block_ce_weight: float = Field(0.0, ge=0)  # slm: cross-entropy heads at the intermediate blocks
 
     @model_validator(mode="after")
     def _some_gamma(self) -> DistillConfig:
@@ -246,7 +247,7 @@ class DistillConfig(StrictModel):
 
     def uses_teacher(self) -> bool:
         return (self.kd_weight > 0 or self.rank_weight > 0 or self.embed_weight > 0 or self.feature_weight > 0
-                or self.init_item_embeddings == "teacher")
+                or self.block_ce_weight > 0 or self.init_item_embeddings == "teacher")
 
     def uses_candidates(self) -> bool:
         return self.kd_weight > 0 or self.rank_weight > 0

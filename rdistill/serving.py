@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from rdistill.errors import ConfigError
@@ -350,13 +353,11 @@ RECOMMEND_OPENAPI = {
 }
 
 
-def add_error_handlers(api) -> None:
+def add_error_handlers(api: FastAPI) -> None:
     """JSON for every error FastAPI or Starlette raise by themselves (404, 405, ...) and, as a last resort, for
     an unexpected exception (a 500 that names no internals; the traceback goes to the replica's log)."""
     import logging
 
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException
 
     async def serving_error(request, exc: ServingError):
@@ -381,13 +382,10 @@ def add_error_handlers(api) -> None:
     api.add_exception_handler(Exception, unexpected)
 
 
-def bare_fastapi_app(settings: ServeSettings):
+def bare_fastapi_app(settings: ServeSettings) -> FastAPI:
     """The same endpoint as a plain FastAPI app in one process, scoring each request alone: the baseline the
     serving benchmark runs under uvicorn against Ray Serve (and a way to serve without Ray at all)."""
     import asyncio
-
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
 
     api = FastAPI(title="rdistill recommender (bare)")
     add_error_handlers(api)

@@ -87,7 +87,7 @@ def train_student(
     valid = load_split(layout.dataset_dir, "valid", info.max_len)
     run_dir = Path(run_dir) if run_dir is not None else layout.student_dir(default_run_name(config))
 
-    model = build_student(config.student.name, info.n_items, info.max_len, config.student.model_params())
+    model = _build_model(config, layout, info)
     objective = resolve_objective(train_cfg.objective, model)
     signals = load_train_signals(config, train, info) if config.distill.uses_teacher() else None
     loss_fn = DistillationObjective(model, objective, config.distill, signals, generator)
@@ -137,6 +137,21 @@ def train_student(
     )
     _write_run(model, result, history, config, layout, started)
     return result
+
+
+def _build_model(config: Config, layout: ArtifactLayout, info) -> SequentialRecommender:
+    """The student; one cut from the teacher (slm) gets its architecture and first weights from
+    teacher/checkpoint/ through the params_from_teacher / load_teacher_weights hooks."""
+    from rdistill.models import student_class
+
+    cls = student_class(config.student.name)
+    params = config.student.model_params()
+    if hasattr(cls, "params_from_teacher"):
+        params = cls.params_from_teacher(params, layout.teacher_checkpoint_dir)
+    model = build_student(config.student.name, info.n_items, info.max_len, params)
+    if hasattr(model, "load_teacher_weights"):
+        model.load_teacher_weights(layout.teacher_checkpoint_dir)
+    return model
 
 
 def resolve_objective(objective: str, model: SequentialRecommender) -> str:
@@ -235,8 +250,18 @@ class DistillationObjective:
 
         self.model, self.objective, self.distill, self.signals = model, objective, distill, signals
         self.generator = generator
+        self.uses_blocks = distill.feature_weight > 0 or distill.block_ce_weight > 0
         if signals is None:
             return
+        if self.uses_blocks:
+            if not hasattr(model, "aligned_layers"):
+                raise ConfigError(f"distill.feature_weight / distill.block_ce_weight need the slm student, not "
+                                  f"{model.name}")
+            needed = sorted({teacher for _, teacher in model.aligned_layers()})
+            if distill.feature_weight > 0 and not set(needed) <= set(signals.hidden):
+                raise ConfigError(f"the slm student aligns to teacher layers {needed} but the signals hold hidden "
+                                  f"states for {sorted(signals.hidden)}: rerun `rdistill teacher infer "
+                                  f"infer.hidden_layers={needed}`")
         if distill.init_item_embeddings == "teacher":
             with torch.no_grad():
                 std = float(model.item_embedding.weight[1:].std())
@@ -248,10 +273,11 @@ class DistillationObjective:
 
     def __call__(self, history: torch.Tensor, target: torch.Tensor, row_id: torch.Tensor
                  ) -> tuple[torch.Tensor, dict[str, float]]:
-        from rdistill.distill.losses import kd_loss, rank_loss, ranking_weights, sample_negatives
+        from rdistill.distill.losses import feature_loss, kd_loss, rank_loss, ranking_weights, sample_negatives
 
         model, distill = self.model, self.distill
-        if self.signals is None or not distill.uses_candidates():
+        blocks: list[torch.Tensor] = []
+        if self.signals is None or not (distill.uses_candidates() or self.uses_blocks):
             loss_fn = model.all_positions_loss if self.objective == "all_positions" else model.loss
             loss = loss_fn(history, target)
             return loss, ({"loss_ce": loss.item()} if self.signals is not None else {})
@@ -259,13 +285,17 @@ class DistillationObjective:
             logits, targets, steps_back = model.position_logits(history, target)
             real_per_row = (history != 0).sum(dim=1)
             signal_rows = row_id.repeat_interleave(real_per_row) - steps_back
+        elif self.uses_blocks:
+            user, blocks = model.encode(history)
+            logits, targets, signal_rows = model.user_logits(user), target, row_id
         else:
             logits, targets, signal_rows = model.scores(history), target, row_id
         ce = F.cross_entropy(logits, targets)
         loss, parts = ce, {"loss_ce": ce.item()}
-        candidates = self.signals.topk_items[signal_rows]
-        teacher_scores = self.signals.topk_scores[signal_rows]
-        candidate_logits = logits.gather(1, candidates)
+        if distill.uses_candidates():
+            candidates = self.signals.topk_items[signal_rows]
+            teacher_scores = self.signals.topk_scores[signal_rows]
+            candidate_logits = logits.gather(1, candidates)
         if distill.kd_weight > 0:
             kd = kd_loss(candidate_logits, teacher_scores, distill.temperature)
             loss = loss + distill.kd_weight * kd
@@ -282,6 +312,16 @@ class DistillationObjective:
             rank = rank_loss(candidate_logits, logits.gather(1, negatives), weights)
             loss = loss + distill.rank_weight * rank
             parts["loss_rank"] = rank.item()
+        if distill.feature_weight > 0:
+            feature = sum(feature_loss(state, self.signals.hidden[teacher_layer][signal_rows], distill.feature_weight,
+                                       distill.feature_l2_weight)
+                          for state, (_, teacher_layer) in zip(blocks, model.aligned_layers()))
+            loss = loss + feature
+            parts["loss_feature"] = feature.item()
+        if distill.block_ce_weight > 0 and len(blocks) > 1:
+            block_ce = sum(F.cross_entropy(model.block_logits(state), targets) for state in blocks[:-1])
+            loss = loss + distill.block_ce_weight * block_ce
+            parts["loss_block_ce"] = block_ce.item()
         return loss, parts
 
 

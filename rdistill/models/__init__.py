@@ -16,8 +16,9 @@ from rdistill.models.base import SequentialRecommender, StudentParams
 from rdistill.models.caser import Caser
 from rdistill.models.gru4rec import GRU4Rec
 from rdistill.models.sasrec import SASRec
+from rdistill.models.slm import SLMStudent
 
-STUDENTS: dict[str, type[SequentialRecommender]] = {cls.name: cls for cls in (SASRec, GRU4Rec, Caser)}
+STUDENTS: dict[str, type[SequentialRecommender]] = {cls.name: cls for cls in (SASRec, GRU4Rec, Caser, SLMStudent)}
 
 WEIGHTS_FILE = "model.safetensors"
 MODEL_CONFIG_FILE = "model_config.json"
