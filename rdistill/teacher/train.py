@@ -232,6 +232,7 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
         log.info("rank %d resumed after epoch %d at step %d", rank, state["epoch"], engine.global_steps)
 
     valid = loop["valid"]
+    progress_every = max(1, micro_batches // 10)
     shard = ray.train.get_dataset_shard("train")
     fault_marker = Path(loop["fault_marker"])
     for epoch in range(state["epoch"] + 1, teacher_cfg.epochs + 1):
@@ -252,6 +253,10 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
             loss_sum, seen = loss_sum + loss.item(), seen + 1
             if seen == 1:
                 timed_from = time.time()
+            if rank == 0 and seen % progress_every == 0:  # Ray forwards worker stdout to the driver's terminal
+                rate = (seen - 1) * teacher_cfg.batch_size * world / max(time.time() - timed_from, 1e-9)
+                print(f"teacher epoch {epoch}: {seen}/{micro_batches} micro-batches, mean loss "
+                      f"{loss_sum / seen:.4f}, ~{rate:.0f} samples/s over {world} workers", flush=True)
             if (teacher_cfg.fail_once_at_step and engine.global_steps == teacher_cfg.fail_once_at_step
                     and rank == 0 and not fault_marker.exists()):
                 fault_marker.parent.mkdir(parents=True, exist_ok=True)
