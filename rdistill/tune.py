@@ -281,6 +281,7 @@ def trial_table(results, metric: str) -> list[dict[str, Any]]:
             "epochs": len(history),
             "history": history,
             "seconds": (result.metrics or {}).get("time_total_s"),
+            "finished_at": (result.metrics or {}).get("timestamp"),  # unix time of the trial's last report
             "error": str(result.error) if result.error else None,
         })
     return rows
