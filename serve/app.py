@@ -10,8 +10,8 @@ them into Serve. Entry points:
 Routes: POST /recommend, GET /model, GET /healthz (never behind auth), GET /openapi.json, GET /docs.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Serve's ingress rebuilds these methods, and FastAPI must see
+# `request: Request` as the real class, not a string, to inject the request.
 import asyncio
 from pathlib import Path
 from typing import Any

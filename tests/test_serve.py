@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import socket
 import threading
 import time
@@ -38,6 +39,10 @@ from rdistill.serving import (
     parse_recommend_body,
     score_batch,
 )
+
+# On a busy 2-core machine Serve's HTTP proxy can take longer than its default 5 s readiness check to start,
+# and the controller then kills and restarts it in a loop. Only takes effect if this module starts Ray.
+os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
 
 MAX_LEN = 8  # tiny_config's data.max_len: histories longer than this are truncated
 TOKEN = "s3cret-token"
@@ -377,7 +382,7 @@ HOSTILE = [
     ("huge k", b'{"history": ["i1"], "k": ' + b"9" * 4000 + b"}", "application/json", None),
     ("float k", b'{"history": ["i1"], "k": 1e308}', "application/json", 422),
     ("nan k", b'{"history": ["i1"], "k": NaN}', "application/json", 422),
-    ("deep nesting", b"[" * 4000 + b"]" * 4000, "application/json", 422),
+    ("deep nesting", b"[" * 4000 + b"]" * 4000, "application/json", 400),
     ("deep nested value", b'{"history": ' + b"[" * 3000 + b"]" * 3000 + b"}", "application/json", None),
     ("bad utf-8", b'{"history": ["\xff\xfe"]}', "application/json", 400),
     ("null bytes", b'{"history": ["\\u0000"]}', "application/json", 422),
@@ -414,7 +419,9 @@ def test_schemathesis_finds_no_server_error(client, serve_url):
     seen = Counter()
     for result in schema.get_all_operations():
         operation = result.ok()
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+        # negative cases need something to break: only POST /recommend has a body (the GETs take no input)
+        modes = [GenerationMode.POSITIVE] + ([GenerationMode.NEGATIVE] if operation.method.upper() == "POST" else [])
+        for mode in modes:
             @given(case=operation.as_strategy(generation_mode=mode))
             @settings(max_examples=40, deadline=None, database=None, derandomize=True,
                       suppress_health_check=list(HealthCheck))
@@ -422,7 +429,8 @@ def test_schemathesis_finds_no_server_error(client, serve_url):
                 response = case.call(base_url=base, timeout=30)
                 seen[response.status_code] += 1
                 assert response.status_code < 500, (case.body, response.status_code, response.text[:300])
-                assert response.headers["content-type"].startswith("application/json")
+                content_type = {k.lower(): v for k, v in response.headers.items()}.get("content-type", [""])
+                assert content_type[0].startswith("application/json"), content_type
 
             check()
     assert seen[200] > 0 and sum(seen.values()) > 100, seen

@@ -121,6 +121,10 @@ class LMTeacher(nn.Module):
         self.dropout = nn.Dropout(params.dropout)
         self.item_token_ids = item_token_ids
         self.special_token_ids = special_token_ids or {}
+        if params.mode == "items":
+            # items mode feeds inputs_embeds: the token embedding table (half of MiniLM's weights) is never read,
+            # so freezing it takes it out of the optimizer and of every gradient all-reduce
+            backbone.get_input_embeddings().weight.requires_grad_(False)
 
     def item_embeddings(self) -> torch.Tensor:
         """[n_items + 1, width]: text vector + ID embedding; the table users are scored against."""

@@ -373,7 +373,9 @@ def train_teacher(config: Config) -> TeacherResult:
     with best_checkpoint.as_directory() as folder:
         state = _consolidated_state_dict(Path(folder), teacher_cfg.zero_stage)
         missing, unexpected = teacher.load_state_dict(state, strict=False)
-        if unexpected or set(missing) - {"item_text_vectors"}:
+        # frozen weights (items mode: the unused token embeddings) keep their pre-trained values
+        frozen = {name for name, param in teacher.named_parameters() if not param.requires_grad}
+        if unexpected or set(missing) - {"item_text_vectors"} - frozen:
             raise RuntimeError(f"checkpoint does not match the teacher: missing {missing}, unexpected {unexpected}")
         ds_dir = layout_dir / "ds_checkpoint"
         shutil.rmtree(ds_dir, ignore_errors=True)
