@@ -7,6 +7,7 @@ instead of being silently ignored as in dict-based configs.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -55,6 +56,10 @@ class DataConfig(StrictModel):
     drop_duplicates: bool = True
     # Histories keep at most this many most recent items.
     max_len: int = Field(50, ge=1)
+    # A slice for quick runs (applied before the k-core filter): the first max_users users in natural id order,
+    # and each user's max_interactions_per_user most recent interactions. Null keeps everything.
+    max_users: int | None = Field(None, ge=1)
+    max_interactions_per_user: int | None = Field(None, ge=3)
 
     def resolve_root(self) -> Path:
         root = self.root or os.environ.get(DATA_DIR_ENV)
@@ -405,6 +410,26 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node = child
         node[parts[-1]] = value
     return raw
+
+
+PROFILES_DIR = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "profiles"
+
+
+def profile_overrides(profile: str | Path) -> list[str]:
+    """A profile (a name in jobs/configs/profiles/ or a YAML path) of dotted keys -> `key=value` overrides."""
+    path = Path(profile)
+    if not path.suffix:
+        path = PROFILES_DIR / f"{profile}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")) if PROFILES_DIR.is_dir() else []
+        raise ConfigError(f"profile {profile!r} not found ({path}); known profiles: {known}")
+    try:
+        entries = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(entries, dict):
+        raise ConfigError(f"{path}: a profile is a mapping of dotted config keys to values")
+    return [f"{key}={json.dumps(value)}" for key, value in entries.items()]
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -21,6 +21,7 @@ from rdistill.data.prepare import (
     leave_one_out,
     order_chronologically,
     prepare_dataset,
+    take_slice,
 )
 from rdistill.data.schema import SPLIT_SCHEMA, TABLE_SCHEMAS
 from rdistill.errors import DataError
@@ -67,6 +68,16 @@ def test_drop_repeated_items_keeps_the_first():
     assert _pairs(kept) == [("a", "x"), ("a", "y"), ("b", "x"), ("a", "z")]
     assert kept["timestamp"].tolist() == [1.0, 2.0, 4.0, 5.0]
     assert kept.index.tolist() == [0, 1, 2, 3]
+
+
+def test_take_slice_keeps_the_first_users_and_their_most_recent_items():
+    log = order_chronologically(_log([("10", "x", 1.0), ("2", "y", 2.0), ("2", "z", 3.0), ("2", "w", 4.0),
+                                      ("3", "x", 5.0), ("10", "q", 6.0)]))
+    # natural order of ids: "2" < "3" < "10"
+    assert _pairs(take_slice(log, 2, None)) == [("2", "y"), ("2", "z"), ("2", "w"), ("3", "x")]
+    assert _pairs(take_slice(log, None, 1)) == [("10", "q"), ("2", "w"), ("3", "x")]
+    assert _pairs(take_slice(log, 1, 2)) == [("2", "z"), ("2", "w")]
+    assert take_slice(log, None, None).equals(log)
 
 
 # --------------------------------------------------------------------------------------------- k-core

@@ -46,6 +46,18 @@ def drop_repeated_items(interactions: pd.DataFrame) -> pd.DataFrame:
     return interactions.drop_duplicates(["user_id", "item_id"], keep="first").reset_index(drop=True)
 
 
+def take_slice(interactions: pd.DataFrame, max_users: int | None, max_per_user: int | None) -> pd.DataFrame:
+    """A smaller, still realistic dataset for quick runs: the first max_users users (in natural id order) and
+    each user's max_per_user most recent interactions; expects chronological order. None keeps everything."""
+    if max_users is not None:
+        keep = set(_natural_order(interactions["user_id"])[:max_users])
+        interactions = interactions[interactions["user_id"].isin(keep)]
+    if max_per_user is not None:
+        from_end = interactions.groupby("user_id", sort=False).cumcount(ascending=False)
+        interactions = interactions[from_end < max_per_user]
+    return interactions.reset_index(drop=True)
+
+
 def k_core(interactions: pd.DataFrame, min_user: int, min_item: int) -> tuple[pd.DataFrame, int]:
     """Drop users and items with too few interactions until none is left to drop; returns (log, iterations)."""
     iterations = 0
@@ -111,6 +123,7 @@ def build_tables(raw: RawLog, config: Config) -> tuple[dict[str, pa.Table], dict
     if data.drop_duplicates:
         interactions = drop_repeated_items(interactions)
     counts["deduplicated_interactions"] = len(interactions)
+    interactions = take_slice(interactions, data.max_users, data.max_interactions_per_user)
     interactions, counts["k_core_iterations"] = k_core(
         interactions, data.min_user_interactions, data.min_item_interactions
     )

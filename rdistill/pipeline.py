@@ -1,0 +1,136 @@
+"""The whole path in one command (`rdistill run`): prepare → teacher train → teacher infer → tune (+ export).
+
+Every stage runs under the same artifact root and is recorded in <artifact_root>/pipeline.json with a key: a
+hash of the config sections it reads and of the manifest its input stage wrote. A rerun skips each stage whose
+key is unchanged and whose output is still there, so it resumes at the first stage that failed or whose inputs
+or settings changed (and everything after it, since their input manifests change in turn).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rdistill.artifacts import MANIFEST_NAME, ArtifactLayout, atomic_write_json, file_sha256, read_json
+from rdistill.config import Config, config_to_dict
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "pipeline.json"
+STAGES = ("prepare", "teacher", "infer", "tune")
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    status: str  # "ran" or "skipped"
+    seconds: float
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _manifest_hash(path: Path) -> str | None:
+    return file_sha256(path) if path.is_file() else None
+
+
+def stage_key(stage: str, config: Config) -> str:
+    """What the stage's output depends on: its config sections and its input stage's manifest."""
+    layout = ArtifactLayout(config.artifact_path())
+    raw = config_to_dict(config)
+    if stage == "prepare":
+        return _digest({"data": raw["data"]})
+    if stage == "teacher":
+        return _digest({"seed": raw["seed"], "eval": raw["eval"], "teacher": raw["teacher"],
+                        "input": _manifest_hash(layout.dataset_dir / MANIFEST_NAME)})
+    if stage == "infer":
+        return _digest({"infer": raw["infer"], "input": _manifest_hash(layout.teacher_checkpoint_dir / MANIFEST_NAME)})
+    if stage == "tune":
+        return _digest({key: raw[key] for key in ("seed", "student", "train", "eval", "distill", "tune")}
+                       | {"input": _manifest_hash(layout.signals_dir / MANIFEST_NAME)})
+    raise ValueError(f"unknown stage {stage}")
+
+
+def stage_output(stage: str, layout: ArtifactLayout) -> Path:
+    return {"prepare": layout.dataset_dir / MANIFEST_NAME,
+            "teacher": layout.teacher_checkpoint_dir / MANIFEST_NAME,
+            "infer": layout.signals_dir / MANIFEST_NAME,
+            "tune": layout.serving_model_dir / MANIFEST_NAME}[stage]
+
+
+def _run_stage(stage: str, config: Config) -> dict[str, Any]:
+    if stage == "prepare":
+        from rdistill.data.prepare import prepare_dataset
+
+        dataset_dir = prepare_dataset(config)
+        return {"rows": read_json(dataset_dir / MANIFEST_NAME)["counts"]}
+    if stage == "teacher":
+        from rdistill.teacher.train import train_teacher
+
+        result = train_teacher(config)
+        return {"valid_ndcg_at_10": result.valid["ndcg_at_10"], "test_ndcg_at_10": result.test["ndcg_at_10"],
+                "best_epoch": result.best_epoch}
+    if stage == "infer":
+        from rdistill.teacher.infer import infer_teacher, inference_summary
+
+        return inference_summary(infer_teacher(config, force=True))
+    from rdistill.tune import tune_students, tune_summary
+
+    return tune_summary(tune_students(config))
+
+
+def run_pipeline(config: Config, stages: tuple[str, ...] = STAGES, force: tuple[str, ...] = (),
+                 echo: Callable[[str], None] | None = None) -> list[StageOutcome]:
+    """Run the stages in order, skipping those already done with the same key; returns what happened."""
+    echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+    layout = ArtifactLayout(config.artifact_path())
+    state_path = layout.root / STATE_FILE
+    state: dict[str, Any] = read_json(state_path) if state_path.is_file() else {}
+    outcomes = []
+    for number, stage in enumerate(stages, start=1):
+        key = stage_key(stage, config)
+        record = state.get(stage, {})
+        done = record.get("status") == "done" and record.get("key") == key and stage_output(stage, layout).is_file()
+        if done and stage not in force:
+            echo(f"[{number}/{len(stages)}] {stage}: up to date, skipped")
+            outcomes.append(StageOutcome(stage, "skipped", 0.0, record.get("summary", {})))
+            continue
+        echo(f"[{number}/{len(stages)}] {stage}: running")
+        started = time.time()
+        state[stage] = {"key": key, "status": "running", "started_at": started}
+        atomic_write_json(state_path, state)
+        try:
+            summary = _run_stage(stage, config)
+        except BaseException as err:
+            state[stage].update(status="failed", error=str(err)[:2000], seconds=round(time.time() - started, 1))
+            atomic_write_json(state_path, state)
+            raise
+        seconds = time.time() - started
+        state[stage] = {"key": key, "status": "done", "seconds": round(seconds, 1), "summary": summary,
+                        "finished_at": time.time()}
+        atomic_write_json(state_path, state)
+        echo(f"[{number}/{len(stages)}] {stage}: done in {seconds:.0f}s")
+        outcomes.append(StageOutcome(stage, "ran", seconds, summary))
+    return outcomes
+
+
+def summary_table(outcomes: list[StageOutcome]) -> str:
+    """A plain-text table of the stages: status, time and the headline numbers of each."""
+    lines = [f"{'stage':<10} {'status':<8} {'seconds':>8}  result", "-" * 72]
+    for outcome in outcomes:
+        headline = {key: value for key, value in outcome.summary.items()
+                    if isinstance(value, (int, float, str)) and not isinstance(value, bool)}
+        lines.append(f"{outcome.name:<10} {outcome.status:<8} {outcome.seconds:>8.1f}  "
+                     + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                 for k, v in list(headline.items())[:4]))
+    lines.append(f"{'total':<10} {'':<8} {sum(o.seconds for o in outcomes):>8.1f}")
+    return "\n".join(lines)
