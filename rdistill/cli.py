@@ -89,9 +89,29 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     run.add_argument("--profile", default=None, help="quick | full | a YAML file of dotted keys (before overrides)")
+    run.add_argument("--serve", action="store_true",
+                     help="then deploy the winner with Ray Serve on 127.0.0.1 and answer a sample request")
+    run.add_argument("--keep-serving", action="store_true", help="with --serve: keep the endpoint up until Ctrl-C")
+    run.add_argument("--port", type=int, default=8000, help="with --serve: the HTTP port (default 8000)")
     run.add_argument("--force", action="append", default=[], choices=["prepare", "teacher", "infer", "tune"],
                      help="rerun this stage even when up to date (repeatable)")
     _add_config_arguments(run)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve an exported student with Ray Serve (POST /recommend) on 127.0.0.1",
+        description=(
+            "Deploy <artifact_root>/serving/model/ (or --model-dir) as the Ray Serve application of serve/app.py: "
+            "POST /recommend, GET /healthz, GET /model, OpenAPI at /docs. Binds 127.0.0.1 unless --host says "
+            "otherwise; set RDISTILL_SERVE_TOKEN to require a bearer token. Runs until Ctrl-C. For autoscaling "
+            "and cluster deployment use `serve run serve/config.yaml` / `serve deploy` (see serve/README.md)."
+        ),
+    )
+    serve.add_argument("--model-dir", type=Path, default=None, help="an exported model (default serving/model)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--replicas", type=int, default=1)
+    _add_config_arguments(serve)
 
     tune = commands.add_parser(
         "tune",
@@ -259,13 +279,48 @@ def _command_tune(config, fresh: bool) -> dict:
     return tune_summary(tune_students(config, fresh=fresh))
 
 
-def _command_run(config, force: list[str]) -> dict:
-    from rdistill.pipeline import run_pipeline, summary_table
+def _command_run(config, force: list[str], serve: bool, keep_serving: bool, port: int) -> dict:
+    import time
+
+    from rdistill.pipeline import StageOutcome, run_pipeline, sample_request, summary_table
 
     outcomes = run_pipeline(config, force=tuple(force))
+    result: dict = {}
+    if serve:
+        from rdistill.artifacts import ArtifactLayout
+        from rdistill.serving import run_local
+
+        started = time.time()
+        layout = ArtifactLayout(config.artifact_path())
+        url = run_local(layout.serving_model_dir, port=port, blocking=False)
+        result["endpoint"] = url
+        result["sample"] = sample_request(url, layout)
+        outcomes.append(StageOutcome("serve", "ran", time.time() - started,
+                                     {"endpoint": url, "items": len(result["sample"]["response"]["items"])}))
     print(summary_table(outcomes), file=sys.stderr)
-    return {"stages": [{"stage": o.name, "status": o.status, "seconds": round(o.seconds, 1), **o.summary}
-                       for o in outcomes], "seconds": round(sum(o.seconds for o in outcomes), 1)}
+    result = {"stages": [{"stage": o.name, "status": o.status, "seconds": round(o.seconds, 1), **o.summary}
+                         for o in outcomes], "seconds": round(sum(o.seconds for o in outcomes), 1), **result}
+    if serve and keep_serving:
+        print(json.dumps(result, indent=2), flush=True)
+        print(f"serving at {result['endpoint']} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return result
+
+
+def _command_serve(config, model_dir: Path | None, host: str, port: int, replicas: int) -> dict:
+    from rdistill.artifacts import ArtifactLayout
+    from rdistill.export import load_exported
+    from rdistill.serving import run_local
+
+    model_dir = model_dir or ArtifactLayout(config.artifact_path()).serving_model_dir
+    load_exported(model_dir)  # a clear error now rather than failing replicas later
+    print(f"serving {model_dir} at http://{host}:{port} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    url = run_local(model_dir, host=host, port=port, num_replicas=replicas, blocking=True)
+    return {"endpoint": url, "model_dir": str(model_dir), "stopped": True}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,7 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "train-student":
             summary = _command_train_student(config)
         elif args.command == "run":
-            summary = _command_run(config, args.force)
+            summary = _command_run(config, args.force, args.serve, args.keep_serving, args.port)
+        elif args.command == "serve":
+            summary = _command_serve(config, args.model_dir, args.host, args.port, args.replicas)
         elif args.command == "tune":
             summary = _command_tune(config, args.fresh)
         elif args.command == "export":

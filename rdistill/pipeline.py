@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -134,3 +135,22 @@ def summary_table(outcomes: list[StageOutcome]) -> str:
                                  for k, v in list(headline.items())[:4]))
     lines.append(f"{'total':<10} {'':<8} {sum(o.seconds for o in outcomes):>8.1f}")
     return "\n".join(lines)
+
+
+def sample_request(url: str, layout: ArtifactLayout, k: int = 5) -> dict[str, Any]:
+    """POST /recommend with the most recent items of the first validation user; returns request and response."""
+    import urllib.request
+
+    from rdistill.data.schema import read_table
+
+    items = read_table(layout.dataset_dir, "items")
+    item_ids = dict(zip(items.column("item_idx").to_pylist(), items.column("item_id").to_pylist()))
+    history = read_table(layout.dataset_dir, "valid").column("history")[0].as_py()[-10:]
+    body = {"history": [item_ids[item] for item in history], "k": k}
+    request = urllib.request.Request(f"{url}/recommend", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    token = os.environ.get("RDISTILL_SERVE_TOKEN")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return {"request": body, "response": json.loads(response.read())}

@@ -57,3 +57,28 @@ def test_the_pipeline_runs_every_stage_then_skips_and_resumes_after_a_failure(ra
     assert {o.status for o in run_pipeline(config, echo=lines.append)} == {"skipped"}
     changed = pipeline_config(tmp_path, tiny_backbone, "infer.top_k=4")
     assert [o.status for o in run_pipeline(changed, echo=lines.append)] == ["skipped", "skipped", "ran", "ran"]
+
+    # 4. the endpoint serves the winner and answers a sample request over HTTP
+    from ray import serve
+
+    from rdistill.artifacts import ArtifactLayout
+    from rdistill.pipeline import sample_request
+    from rdistill.serving import run_local
+
+    layout = ArtifactLayout(tmp_path / "artifacts")
+    url = run_local(layout.serving_model_dir, port=free_port(), blocking=False)
+    try:
+        answer = sample_request(url, layout)
+    finally:
+        serve.shutdown()
+    assert len(answer["response"]["items"]) == 5
+    assert not set(item["item_id"] for item in answer["response"]["items"]) & set(answer["request"]["history"])
+    assert answer["response"]["model"]["version"] == load_exported(layout.serving_model_dir).version
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
