@@ -13,9 +13,15 @@ N_ITEMS, MAX_LEN = 30, 10
 SMALL_PARAMS = {"hidden_size": 16, "dropout": 0.0}
 
 
+# slm is cut from a teacher; standing alone it needs the backbone config the teacher would give it
+TINY_BERT = {"model_type": "bert", "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 32, "max_position_embeddings": 64, "vocab_size": 10}
+EXTRA = {"slm": {"backbone_config": TINY_BERT, "num_layers": 1, "feature_blocks": 1, "teacher_layers": 2}}
+
+
 def make(name: str, **params) -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_student(name, N_ITEMS, MAX_LEN, {**SMALL_PARAMS, **params})
+    return build_student(name, N_ITEMS, MAX_LEN, {**SMALL_PARAMS, **EXTRA.get(name, {}), **params})
 
 
 def histories() -> torch.Tensor:
@@ -23,7 +29,7 @@ def histories() -> torch.Tensor:
 
 
 def test_registry_names_every_student():
-    assert sorted(STUDENTS) == ["caser", "gru4rec", "sasrec"]
+    assert sorted(STUDENTS) == ["caser", "gru4rec", "sasrec", "slm"]
     with pytest.raises(KeyError, match="unknown student 'bert4rec'"):
         build_student("bert4rec", N_ITEMS, MAX_LEN, {})
 
