@@ -68,7 +68,7 @@ def stage_output(stage: str, layout: ArtifactLayout) -> Path:
             "tune": layout.serving_model_dir / MANIFEST_NAME}[stage]
 
 
-def _run_stage(stage: str, config: Config) -> dict[str, Any]:
+def _run_stage(stage: str, config: Config, same_key: bool) -> dict[str, Any]:
     if stage == "prepare":
         from rdistill.data.prepare import prepare_dataset
 
@@ -86,7 +86,8 @@ def _run_stage(stage: str, config: Config) -> dict[str, Any]:
         return inference_summary(infer_teacher(config, force=True))
     from rdistill.tune import tune_students, tune_summary
 
-    return tune_summary(tune_students(config))
+    # same settings and inputs as an unfinished earlier attempt: resume its campaign; anything else: start over
+    return tune_summary(tune_students(config, fresh=not same_key))
 
 
 def run_pipeline(config: Config, stages: tuple[str, ...] = STAGES, force: tuple[str, ...] = (),
@@ -110,7 +111,7 @@ def run_pipeline(config: Config, stages: tuple[str, ...] = STAGES, force: tuple[
         state[stage] = {"key": key, "status": "running", "started_at": started}
         atomic_write_json(state_path, state)
         try:
-            summary = _run_stage(stage, config)
+            summary = _run_stage(stage, config, same_key=record.get("key") == key)
         except BaseException as err:
             state[stage].update(status="failed", error=str(err)[:2000], seconds=round(time.time() - started, 1))
             atomic_write_json(state_path, state)
