@@ -24,8 +24,8 @@ from ray import serve
 from rdistill.serving import (
     RECOMMEND_OPENAPI,
     ModelDetails,
-    RecommendResponse,
     Recommender,
+    RecommendResponse,
     ScoringRequest,
     ServeSettings,
     add_error_handlers,

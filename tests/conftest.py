@@ -25,6 +25,8 @@ def ray_cluster():
     import os
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Serve's proxy gets longer than its default to report ready: on a loaded 2-core machine it can miss it
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, address="local")

@@ -29,15 +29,17 @@ def free_port() -> int:
 @pytest.fixture
 def ray_head(tmp_path):
     """A separate Ray head on 127.0.0.1 (its own ports), stopped at the end without touching other clusters:
-    `ray start --block` keeps its processes as children, so ending it ends them (no `ray stop`)."""
+    `ray start --block` keeps its processes as children, so ending it ends them (no `ray stop`). The dashboard
+    agent's HTTP port is fixed (52365) by default: the session Ray holds it, and a head whose agent cannot bind it
+    refuses every job with "No available agent", so this head gets a free one."""
     ray_cli = Path(sys.executable).with_name("ray")
-    gcs_port, dashboard_port = free_port(), free_port()
+    gcs_port, dashboard_port, agent_port = free_port(), free_port(), free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     head = subprocess.Popen(
         [str(ray_cli), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-         "--num-cpus=2", "--disable-usage-stats"],
+         f"--dashboard-agent-listen-port={agent_port}", "--num-cpus=2", "--disable-usage-stats"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     from ray.job_submission import JobSubmissionClient
 
