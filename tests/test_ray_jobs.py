@@ -61,6 +61,11 @@ def ray_head(tmp_path):
         head.wait(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(head.pid, signal.SIGKILL)
+    # `ray start` recorded this head as the machine's current cluster; a later bare ray.init() (a CLI subprocess
+    # in another test) would try to join the dead head, so forget it the way `ray stop` would
+    current = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray" / "ray_current_cluster"
+    if current.is_file() and current.read_text().strip().endswith(f":{gcs_port}"):
+        current.unlink()
 
 
 def test_the_pipeline_runs_as_a_submitted_job(ray_head, tiny_backbone, tmp_path):
