@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train-student",
         help="train one student (student.name) with early stopping; writes students/<run>/",
         description=(
-            "Train the student named by student.name (sasrec, gru4rec, caser) on <artifact_root>/dataset/ with "
+            "Train the student named by student.name (sasrec, gru4rec, caser, slm) on <artifact_root>/dataset/ with "
             "Adam and full-softmax cross-entropy, early-stop on the validation metric eval.select_metric "
             "(patience train.patience), keep the best weights, evaluate the test split once with them, and write "
             "model.safetensors, model_config.json, metrics.json and manifest.json to "
@@ -279,7 +279,7 @@ def _command_tune(config, fresh: bool) -> dict:
     return tune_summary(tune_students(config, fresh=fresh))
 
 
-def _command_run(config, force: list[str], serve: bool, keep_serving: bool, port: int) -> dict:
+def _command_run(config, force: list[str], serve: bool, keep_serving: bool, port: int) -> dict | None:
     import time
 
     from rdistill.pipeline import StageOutcome, run_pipeline, sample_request, summary_table
@@ -308,6 +308,7 @@ def _command_run(config, force: list[str], serve: bool, keep_serving: bool, port
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
+        return None  # the summary was printed before serving
     return result
 
 
@@ -356,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         command = " ".join(filter(None, [args.command, getattr(args, "teacher_command", None)]))
         print(f"rdistill {command}: error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(summary, indent=2))
+    if summary is not None:
+        print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -78,7 +78,7 @@ class DataConfig(StrictModel):
 class StudentConfig(StrictModel):
     """Which student to train; `params` are validated by that student's own typed defaults."""
 
-    # A name in rdistill.models.STUDENTS: sasrec, gru4rec, caser.
+    # A name in rdistill.models.STUDENTS: sasrec, gru4rec, caser, slm.
     name: str = "sasrec"
     # Model-specific hyper-parameters (see each model's Params class); unknown keys are errors.
     params: dict[str, Any] = Field(default_factory=dict)

@@ -44,12 +44,20 @@ def _manifest_hash(path: Path) -> str | None:
     return file_sha256(path) if path.is_file() else None
 
 
+def _raw_input_listing(config: Config) -> list[tuple[str, int, int]]:
+    """Name, size and mtime of the raw input files: cheap, and changes when the data is replaced."""
+    path = config.data.resolve_path()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.exists() else []
+    return [(str(p.relative_to(path) if path.is_dir() else p.name), p.stat().st_size, p.stat().st_mtime_ns)
+            for p in files]
+
+
 def stage_key(stage: str, config: Config) -> str:
     """What the stage's output depends on: its config sections and its input stage's manifest."""
     layout = ArtifactLayout(config.artifact_path())
     raw = config_to_dict(config)
     if stage == "prepare":
-        return _digest({"data": raw["data"]})
+        return _digest({"data": raw["data"], "input": _raw_input_listing(config)})
     if stage == "teacher":
         return _digest({"seed": raw["seed"], "eval": raw["eval"], "teacher": raw["teacher"],
                         "input": _manifest_hash(layout.dataset_dir / MANIFEST_NAME)})
@@ -66,6 +74,14 @@ def stage_output(stage: str, layout: ArtifactLayout) -> Path:
             "teacher": layout.teacher_checkpoint_dir / MANIFEST_NAME,
             "infer": layout.signals_dir / MANIFEST_NAME,
             "tune": layout.serving_model_dir / MANIFEST_NAME}[stage]
+
+
+def _stage_finished(stage: str, config: Config, layout: ArtifactLayout) -> bool:
+    if stage == "tune" and not config.tune.export:  # nothing is exported: the campaign summary is the output
+        from rdistill.tune import SUMMARY_FILE
+
+        return (layout.root / "tune" / config.tune.name / SUMMARY_FILE).is_file()
+    return stage_output(stage, layout).is_file()
 
 
 def _run_stage(stage: str, config: Config, same_key: bool) -> dict[str, Any]:
@@ -101,7 +117,7 @@ def run_pipeline(config: Config, stages: tuple[str, ...] = STAGES, force: tuple[
     for number, stage in enumerate(stages, start=1):
         key = stage_key(stage, config)
         record = state.get(stage, {})
-        done = record.get("status") == "done" and record.get("key") == key and stage_output(stage, layout).is_file()
+        done = record.get("status") == "done" and record.get("key") == key and _stage_finished(stage, config, layout)
         if done and stage not in force:
             echo(f"[{number}/{len(stages)}] {stage}: up to date, skipped")
             outcomes.append(StageOutcome(stage, "skipped", 0.0, record.get("summary", {})))
