@@ -145,6 +145,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, default=None, help="target folder (default <artifact_root>/serving/model)")
     _add_config_arguments(export)
 
+    report = commands.add_parser(
+        "report",
+        help="write report.md and report.html with plots (PNG) over what the artifact root holds",
+        description=(
+            "Read whatever the stages have written under the artifact root (dataset/manifest.json, "
+            "teacher/checkpoint/metrics.json, signals/manifest.json, tune/<tune.name>/summary.json, serving/model/, "
+            "students/*/metrics.json, pipeline.json) and write <artifact_root>/report/ (or --out): report.md, a "
+            "self-contained report.html, and PNG plots of the tuning history, the Pareto front of validation "
+            "NDCG@10 against cost, per-model metrics, teacher vs student size and latency, and stage timings. "
+            "Stages that have not run are reported as 'not run yet'. Latency is shown when --measure-latency "
+            "times it (one user's history scored on CPU) or an earlier report measured the same models."
+        ),
+    )
+    report.add_argument("--out", type=Path, default=None, help="target folder (default <artifact_root>/report)")
+    report.add_argument("--measure-latency", action="store_true",
+                        help="time one user's scoring by the teacher and the exported student on CPU (one thread)")
+    _add_config_arguments(report)
+
     teacher = commands.add_parser("teacher", help="the language-model teacher: train (Ray Train + DeepSpeed), "
                                   "infer (Ray Data)",
                                   description="Stages of the language-model teacher.")
@@ -324,6 +342,12 @@ def _command_serve(config, model_dir: Path | None, host: str, port: int, replica
     return {"endpoint": url, "model_dir": str(model_dir), "stopped": True}
 
 
+def _command_report(config, out: Path | None, measure_latency: bool) -> dict:
+    from rdistill.report import report_summary, write_report
+
+    return report_summary(write_report(config, out=out, measure_latency=measure_latency))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
@@ -347,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
             summary = _command_tune(config, args.fresh)
         elif args.command == "export":
             summary = _command_export(config, args.model_dir, args.out)
+        elif args.command == "report":
+            summary = _command_report(config, args.out, args.measure_latency)
         elif args.command == "teacher" and args.teacher_command == "infer":
             summary = _command_teacher_infer(config, args.force)
         elif args.command == "teacher":
