@@ -8,7 +8,7 @@ export RDISTILL_DATA_DIR ?= $(abspath $(DATA_DIR))
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast bench-students clean
+.PHONY: setup demo test test-fast bench-students bench-pipeline clean
 
 # torch is pinned to the CPU wheel first: an unpinned torch (pulled by another package) is a multi-GB CUDA build.
 $(BIN)/.installed: pyproject.toml
@@ -21,12 +21,11 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
-# The main job on the default data: prepare MovieLens latest-small, train SASRec, compare with popularity.
+# The main job on the default data: the whole pipeline (prepare, teacher train, teacher infer, tune + export) on a
+# slice of MovieLens latest-small, then the winner deployed with Ray Serve answering a sample request.
 demo: setup
-	$(BIN)/rdistill prepare --config jobs/configs/ml-latest-small.yaml artifact_root=$(ARTIFACTS)/ml-latest-small
-	$(BIN)/rdistill train-student --config jobs/configs/ml-latest-small.yaml artifact_root=$(ARTIFACTS)/ml-latest-small
-	$(BIN)/rdistill evaluate --popularity --split test --config jobs/configs/ml-latest-small.yaml \
-		artifact_root=$(ARTIFACTS)/ml-latest-small
+	$(BIN)/rdistill run --config jobs/configs/ml-latest-small.yaml --profile quick --serve \
+		artifact_root=$(ARTIFACTS)/ml-latest-small-quick
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -34,6 +33,9 @@ test: setup
 # Unit tests only (no training on real data).
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not integration"
+
+bench-pipeline: setup
+	$(BIN)/python benchmarks/pipeline.py --dataset ml-latest-small --profile quick
 
 bench-students: setup
 	$(BIN)/python benchmarks/students.py --out benchmarks/results/students.json
