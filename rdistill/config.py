@@ -179,6 +179,9 @@ class TeacherConfig(TeacherParams):
     cpus_per_worker: float = Field(0.5, gt=0)
     torch_threads_per_worker: int | None = Field(None, ge=1)  # null: max(1, floor(cpus_per_worker))
     use_gpu: bool = False  # nccl and one GPU per worker when true; gloo on CPU otherwise
+    # Ray Train's placement of the workers across nodes: PACK fills a node first (collectives stay on one host),
+    # SPREAD spreads them where it can, STRICT_SPREAD needs one node per worker; STRICT_PACK needs one node for all.
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"] = "PACK"
     max_failures: int = Field(1, ge=0)  # restarts from the latest checkpoint after a lost worker
     keep_checkpoints: int = Field(2, ge=1)  # best N by validation NDCG@10
     eval_batch_size: int = Field(256, ge=1)

@@ -74,6 +74,7 @@ def run_trial(trial_params: dict[str, Any], base: dict[str, Any]) -> None:
     """The Tune trainable: one distillation run, reporting every epoch (checkpoints when improved)."""
     import tempfile
 
+    import ray
     from ray import tune
 
     from rdistill.distill.train import EpochReport, train_student
@@ -81,9 +82,10 @@ def run_trial(trial_params: dict[str, Any], base: dict[str, Any]) -> None:
 
     config = trial_config(base, trial_params)
     metric_prefix = "valid_"
+    node_id = ray.get_runtime_context().get_node_id()  # where the trial ran: summary.json shows how trials spread
 
     def report(epoch_report: EpochReport) -> None:
-        metrics = {"epoch": epoch_report.epoch,
+        metrics = {"epoch": epoch_report.epoch, "node_id": node_id,
                    **{(key if key.startswith(("train_loss", "loss_")) else metric_prefix + key): value
                       for key, value in epoch_report.metrics.items()}}
         if epoch_report.improved:
@@ -283,6 +285,7 @@ def trial_table(results, metric: str) -> list[dict[str, Any]]:
             "seconds": (result.metrics or {}).get("time_total_s"),
             "finished_at": (result.metrics or {}).get("timestamp"),  # unix time of the trial's last report
             "error": str(result.error) if result.error else None,
+            "node_id": (result.metrics or {}).get("node_id"),  # the Ray node of the trial's last report
         })
     return rows
 

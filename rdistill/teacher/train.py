@@ -17,7 +17,7 @@ import math
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ class TeacherResult:
     test: dict[str, float]
     global_steps: int
     seconds: float
+    worker_node_ids: list[str] = field(default_factory=list)  # Ray node of each worker, by rank
 
 
 # ------------------------------------------------------------------------------------------ checks (driver)
@@ -187,6 +188,19 @@ def _distributed_ranks(model, valid: SplitTensors, batch_size: int, rank: int, w
     return np.concatenate(gathered)
 
 
+def _worker_node_ids(world: int) -> list[str]:
+    """The Ray node id of every worker, by rank: the record of where a run really ran (placement_strategy)."""
+    import ray
+    import torch.distributed as dist
+
+    mine = ray.get_runtime_context().get_node_id()
+    if world == 1:
+        return [mine]
+    gathered: list[str | None] = [None] * world
+    dist.all_gather_object(gathered, mine)
+    return [str(node_id) for node_id in gathered]
+
+
 def train_loop_per_worker(loop: dict[str, Any]) -> None:
     """One Ray Train worker: DeepSpeed engine over the teacher, this worker's shard of the training rows."""
     import deepspeed
@@ -231,6 +245,7 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
         state.update(client_state["rdistill"])
         log.info("rank %d resumed after epoch %d at step %d", rank, state["epoch"], engine.global_steps)
 
+    node_ids = _worker_node_ids(world)
     valid = loop["valid"]
     progress_every = max(1, micro_batches // 10)
     shard = ray.train.get_dataset_shard("train")
@@ -274,6 +289,7 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
                    "epoch_seconds": time.time() - started,
                    "worker_samples_per_second": (seen - 1) * teacher_cfg.batch_size / timed_seconds
                    if timed_seconds > 0 else 0.0,
+                   "worker_node_ids": node_ids,
                    **valid_metrics}
         with tempfile.TemporaryDirectory() as folder:
             engine.save_checkpoint(folder, tag=f"epoch{epoch}", client_state={"rdistill": state})
@@ -352,7 +368,8 @@ def train_teacher(config: Config) -> TeacherResult:
             "fault_marker": str(fault_marker),
         },
         scaling_config=ScalingConfig(num_workers=teacher_cfg.num_workers, use_gpu=teacher_cfg.use_gpu,
-                                     resources_per_worker={"CPU": teacher_cfg.cpus_per_worker}),
+                                     resources_per_worker={"CPU": teacher_cfg.cpus_per_worker},
+                                     placement_strategy=teacher_cfg.placement_strategy),
         torch_config=TorchConfig(backend="nccl" if teacher_cfg.use_gpu else "gloo"),
         datasets={"train": train_rows},
         run_config=RunConfig(
@@ -388,22 +405,25 @@ def train_teacher(config: Config) -> TeacherResult:
     valid_full = evaluate_scorer(teacher.scores, valid, config.eval.ks, teacher_cfg.eval_batch_size)
     checkpoint_dir = layout_dir / "checkpoint"
     save_teacher(teacher, tokenizer, checkpoint_dir)
+    node_ids = list(result.metrics.get("worker_node_ids") or [])  # of the last epoch's workers
     atomic_write_json(checkpoint_dir / "metrics.json", {
         "best_epoch": best_metrics["epoch"], "global_steps": int(result.metrics["global_step"]),
         "valid": valid_full, "test": test, "history": _reported_history(result),
-        "num_parameters": teacher.num_parameters(),
+        "num_parameters": teacher.num_parameters(), "worker_node_ids": node_ids,
     })
     manifest = build_manifest(
         stage="teacher-train", config=config_to_dict(config),
         inputs={name: dataset_dir / f"{name}.parquet" for name in ("items", *SPLITS)},
         counts={"epochs_run": int(result.metrics["epoch"]), "global_steps": int(result.metrics["global_step"]),
-                "num_parameters": teacher.num_parameters(), "workers": teacher_cfg.num_workers},
+                "num_parameters": teacher.num_parameters(), "workers": teacher_cfg.num_workers,
+                "worker_nodes": len(set(node_ids))},
         started_at=started,
         extra={"deepspeed": deepspeed_config(config)},
     )
     atomic_write_json(checkpoint_dir / MANIFEST_NAME, manifest)
     return TeacherResult(checkpoint_dir=checkpoint_dir, best_epoch=int(best_metrics["epoch"]), valid=valid_full,
-                         test=test, global_steps=int(result.metrics["global_step"]), seconds=time.time() - started)
+                         test=test, global_steps=int(result.metrics["global_step"]), seconds=time.time() - started,
+                         worker_node_ids=node_ids)
 
 
 def _reported_history(result) -> list[dict[str, Any]]:
