@@ -356,8 +356,20 @@ class Config(StrictModel):
                                  "searched")
         return self
 
+    @field_validator("artifact_root")
+    @classmethod
+    def _local_or_shared_path(cls, value: str) -> str:
+        if "://" in value:  # Path("s3://b/x") would silently become a local folder named "s3:"
+            raise ValueError(f"{value!r}: object-store roots (s3://, gs://) are not supported yet; use a local "
+                             "folder, or on a cluster a shared filesystem path that every node mounts")
+        return value
+
     def artifact_path(self) -> Path:
-        return Path(os.environ.get(ARTIFACT_ROOT_ENV) or self.artifact_root).expanduser()
+        root = os.environ.get(ARTIFACT_ROOT_ENV) or self.artifact_root
+        if "://" in root:
+            raise ConfigError(f"${ARTIFACT_ROOT_ENV}={root!r}: object-store roots are not supported yet; use a "
+                              "local folder or a shared filesystem path")
+        return Path(root).expanduser()
 
 
 def _format_validation_error(err: ValidationError, prefix: str = "") -> str:

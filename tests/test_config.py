@@ -266,6 +266,14 @@ def test_artifact_root_environment_override(monkeypatch, tmp_path):
     assert config.artifact_path() == tmp_path / "b"
 
 
+def test_object_store_artifact_roots_are_refused_not_turned_into_local_folders(monkeypatch):
+    monkeypatch.delenv(ARTIFACT_ROOT_ENV, raising=False)
+    _config_error(["artifact_root=s3://bucket/run"], "artifact_root", "not supported yet")
+    monkeypatch.setenv(ARTIFACT_ROOT_ENV, "gs://bucket/run")
+    with pytest.raises(ConfigError, match="RDISTILL_ARTIFACT_ROOT='gs://bucket/run'.*not supported yet"):
+        load_config(None, []).artifact_path()
+
+
 def test_config_to_dict_is_json_ready_and_round_trips():
     config = load_config(None, ["train.lr=0.01", "student.params.hidden_size=16"])
     payload = json.loads(json.dumps(config_to_dict(config)))
