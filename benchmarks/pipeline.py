@@ -61,7 +61,8 @@ def main() -> int:
     if process.returncode != 0:
         print(f"the pipeline failed (exit {process.returncode}); see its output above", file=sys.stderr)
         return process.returncode
-    summary = json.loads(process.stdout[process.stdout.index("{"):])
+    # Ray Tune prints its trial tables to stdout too: the command's JSON summary is the last thing printed
+    summary, _ = json.JSONDecoder().raw_decode(process.stdout[process.stdout.rindex('{\n  "stages"'):])
     state = json.loads((root / "pipeline.json").read_text())
     stages = {stage: record["seconds"] for stage, record in state.items()}
     stages["serve"] = next((round(s["seconds"], 1) for s in summary["stages"] if s["stage"] == "serve"), None)

@@ -41,6 +41,7 @@ from pydantic import (
 )
 
 from rdistill.errors import ConfigError
+from rdistill.ray_runtime import ensure_ray
 
 DEFAULT_TOKEN_ENV = "RDISTILL_SERVE_TOKEN"
 MAX_K = 100
@@ -449,7 +450,6 @@ def run_local(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, 
     Returns:
         The base URL, e.g. "http://127.0.0.1:8000" (returned after Ctrl-C when blocking).
     """
-    import ray
     from ray import serve
 
     from serve.app import build_app
@@ -459,8 +459,7 @@ def run_local(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, 
                              auth_token_env=auth_token_env, torch_threads=torch_threads)
     application = build_app(settings, num_replicas=num_replicas, autoscaling_config=autoscaling_config,
                             max_ongoing_requests=max_ongoing_requests, num_cpus_per_replica=num_cpus_per_replica)
-    if not ray.is_initialized():
-        ray.init(address=ray_address)
+    ensure_ray(ray_address)
     serve.start(http_options={"host": host, "port": port})
     serve.run(application, name=app_name, route_prefix=route_prefix)
     url = f"http://{host}:{port}{route_prefix.rstrip('/')}"

@@ -23,6 +23,7 @@ from typing import Any
 from rdistill.artifacts import MANIFEST_NAME, ArtifactLayout, atomic_write_json, file_sha256, read_json
 from rdistill.config import Config, SearchDimension, config_to_dict, set_dotted
 from rdistill.errors import ConfigError, RdistillError
+from rdistill.ray_runtime import ensure_ray
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,6 @@ def _tuner(config: Config, campaign_dir: Path, restore: bool):
 
 def tune_students(config: Config, fresh: bool = False) -> TuneResult:
     """Run (or resume) the campaign, pick the winner on validation, test it once, export it."""
-    import ray
     from ray import tune
 
     started = time.time()
@@ -202,8 +202,7 @@ def tune_students(config: Config, fresh: bool = False) -> TuneResult:
     campaign_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(campaign_dir / CAMPAIGN_FILE, {"key": key, "config": config_to_dict(config)})
 
-    if not ray.is_initialized():
-        ray.init()
+    ensure_ray()
     log.info("%s tuning campaign %s: %d trials, %s search, %s scheduler", "resuming" if restore else "starting",
              campaign_dir, config.tune.num_samples, config.tune.search, config.tune.scheduler)
     results = _tuner(config, campaign_dir, restore).fit()

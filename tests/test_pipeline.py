@@ -82,3 +82,37 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_the_quick_profile_on_a_slice_of_movielens_ends_with_the_endpoint_answering(tmp_path):
+    """The README's main command, `rdistill run --profile quick --serve`, on real data with the real MiniLM teacher,
+    cut further (fewer users, steps and trials) to fit a test."""
+    import os
+    import subprocess
+    import sys
+
+    from tiny_data import REPO_ROOT, SHARED_DATA
+
+    if not (SHARED_DATA / "ml-latest-small" / "ratings.csv").is_file():
+        pytest.skip(f"MovieLens latest-small not found under {SHARED_DATA} (set RDISTILL_DATA_DIR)")
+    artifacts = tmp_path / "artifacts"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": "", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "rdistill.cli", "run", "--config", "jobs/configs/ml-latest-small.yaml",
+               "--profile", "quick", "--serve", "--port", str(free_port()),
+               f"artifact_root={artifacts}", f"data.root={SHARED_DATA}", "data.max_users=60",
+               "teacher.max_steps_per_epoch=6", "teacher.max_eval_rows=60", "tune.num_samples=2",
+               "tune.max_epochs=2", "train.num_threads=1"]
+    process = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    assert process.returncode == 0, process.stderr[-4000:]
+    summary, _ = json.JSONDecoder().raw_decode(process.stdout[process.stdout.rindex('{\n  "stages"'):])
+    assert [(s["stage"], s["status"]) for s in summary["stages"]] == [
+        ("prepare", "ran"), ("teacher", "ran"), ("infer", "ran"), ("tune", "ran"), ("serve", "ran")]
+    answer, request = summary["sample"]["response"], summary["sample"]["request"]
+    assert len(answer["items"]) == 5 and not {item["item_id"] for item in answer["items"]} & set(request["history"])
+    assert all(item["text"] for item in answer["items"])  # MovieLens titles come back with the ids
+    exported = load_exported(artifacts / "serving" / "model")
+    assert answer["model"]["version"] == exported.version
+    assert exported.metrics["test"]["ndcg_at_10"] >= 0 and "stage" in process.stderr  # the summary table
+    teacher_manifest = json.loads((artifacts / "teacher" / "checkpoint" / "manifest.json").read_text())
+    assert teacher_manifest["config"]["teacher"]["model"] == "minilm"  # the real pre-trained backbone
+    assert teacher_manifest["counts"]["num_parameters"] > 20_000_000

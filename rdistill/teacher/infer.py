@@ -38,6 +38,7 @@ from rdistill.data.dataset import load_dataset_info, pad_histories
 from rdistill.data.schema import read_table
 from rdistill.errors import ArtifactError, ConfigError
 from rdistill.evaluate import mask_history
+from rdistill.ray_runtime import ensure_ray
 from rdistill.teacher.signals import (
     ITEM_EMB_FILE,
     ITEM_EMB_SCHEMA,
@@ -192,11 +193,7 @@ def infer_teacher(config: Config, force: bool = False) -> InferResult:
             log.info("signals in %s are up to date (same teacher, data and settings): skipping", signals_dir)
             return InferResult(signals_dir, True, manifest["counts"]["rows"], time.time() - started, 0.0)
 
-    import ray
-    import ray.data
-
-    if not ray.is_initialized():
-        ray.init()
+    ensure_ray()
     rows: dict[str, int] = {}
     scoring_seconds = 0.0
     with atomic_dir(signals_dir) as staging:

@@ -37,6 +37,7 @@ from rdistill.data.dataset import SplitTensors, load_dataset_info, load_split, p
 from rdistill.data.schema import SPLITS, read_table
 from rdistill.errors import ConfigError
 from rdistill.metrics import ranking_metrics
+from rdistill.ray_runtime import ensure_ray
 
 log = logging.getLogger(__name__)
 
@@ -350,9 +351,8 @@ def train_teacher(config: Config) -> TeacherResult:
     teacher_root = config.artifact_path().resolve() / "teacher"
     fault_marker = teacher_root / FAULT_MARKER
     fault_marker.unlink(missing_ok=True)
-    if not ray.is_initialized():
-        # with the dashboard (when installed): Ray Train's placement-group cleaner polls the state API it serves
-        ray.init()
+    # with the dashboard (when installed): Ray Train's placement-group cleaner polls the state API it serves
+    ensure_ray()
     ray.data.DataContext.get_current().enable_progress_bars = False  # one line per epoch is enough in logs
     train_rows = ray.data.read_parquet(str(dataset_dir.resolve() / "train.parquet"), columns=["history", "target"])
     trainer = TorchTrainer(
