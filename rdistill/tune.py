@@ -181,7 +181,9 @@ def tune_students(config: Config, fresh: bool = False) -> TuneResult:
     started = time.time()
     layout = ArtifactLayout(config.artifact_path())
     # trials run train_student for at most tune.max_epochs, with one torch thread per CPU of the trial
+    # trials run in their own working directory (Ray Tune's), so a relative artifact root must be made absolute
     config = trial_config(config_to_dict(config), {
+        "artifact_root": str(layout.root.resolve()),
         "train.epochs": config.tune.max_epochs, "train.progress": False,
         "train.num_threads": config.train.num_threads or max(1, int(config.tune.cpus_per_trial)),
     })

@@ -48,8 +48,10 @@ def campaign_config(tiny_root, root, *overrides):
                        "tune.max_concurrent=2", SPACE, *overrides)
 
 
-def test_search_stops_weak_trials_and_exports_the_validation_winner(ray_cluster, tiny_root, campaign_root):
-    config = campaign_config(tiny_root, campaign_root)
+def test_search_stops_weak_trials_and_exports_the_validation_winner(ray_cluster, tiny_root, campaign_root,
+                                                                    monkeypatch):
+    monkeypatch.chdir(campaign_root.parent)  # a relative artifact root, as users write it; trials run elsewhere
+    config = campaign_config(tiny_root, campaign_root.name)
     result = tune_students(config)
 
     assert len(result.trials) == 4 and not any(trial["error"] for trial in result.trials)
