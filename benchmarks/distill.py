@@ -147,6 +147,17 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def teacher_quality(args: argparse.Namespace) -> dict | None:
+    """The teacher row: the quality run of benchmarks/teacher.py (the checkpoint the signals came from), else the
+    checkpoint in the work folder."""
+    quality = REPO_ROOT / "benchmarks" / "results" / "teacher.json"
+    entry = json.loads(quality.read_text()).get(f"quality/{args.dataset}/items") if quality.is_file() else None
+    if entry:
+        return {"test": entry["test"], "valid": entry["valid"], "num_parameters": entry["num_parameters"]}
+    metrics = args.work_dir / args.dataset / "teacher" / "checkpoint" / "metrics.json"
+    return json.loads(metrics.read_text()) if metrics.is_file() else None
+
+
 def main() -> int:
     args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -155,8 +166,7 @@ def main() -> int:
     report = results.get(args.dataset, {})
     runs = report.get("runs", {})
     weights, source = tuned_weights(args)
-    teacher_metrics = args.work_dir / args.dataset / "teacher" / "checkpoint" / "metrics.json"
-    teacher = json.loads(teacher_metrics.read_text()) if teacher_metrics.is_file() else None
+    teacher = teacher_quality(args)
     for seed in args.seeds:
         for variant in args.variants:
             key = run_key(variant, seed, weights)
@@ -170,6 +180,9 @@ def main() -> int:
             results[args.dataset] = report
             atomic_write_json(args.out, results)
     rows = summarise(runs, teacher, weights)
+    if runs:
+        results[args.dataset] = {**report, "summary": rows}
+        atomic_write_json(args.out, results)
     print(json.dumps({"dataset": args.dataset, "weights": weights, "weights_from": source, "summary": rows},
                      indent=2))
     print(markdown_table(rows))

@@ -118,6 +118,9 @@ def single_process_samples_per_second(config, dataset_dir: Path, steps: int, bat
 def throughput(args: argparse.Namespace) -> dict:
     from rdistill.teacher.train import train_teacher
 
+    # its own folder: a short throughput run must never replace the quality run's teacher (whose signals
+    # benchmarks/distill.py uses)
+    args.work_dir = args.work_dir / "throughput"
     config = config_for(args, f"teacher.max_steps_per_epoch={args.steps}", "teacher.epochs=1",
                         "teacher.max_eval_rows=64")
     dataset_dir = ensure_dataset(config)
