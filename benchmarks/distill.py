@@ -8,7 +8,8 @@ Needs a trained teacher and its signals under the work dir (benchmarks/teacher.p
 
 Variants (rows): the teacher (one run, from teacher/checkpoint/metrics.json); plain students (sasrec, gru4rec,
 caser); sasrec with item embeddings initialised from the teacher's item table (PCA) and nothing else; sasrec with
-each distillation term alone (kd, rank, embed); every student with all tuned terms; and slm. Selection on
+each distillation term alone (kd, rank, embed) and with all tuned terms but one (no_kd, no_rank, no_embed); every
+student with all tuned terms; and slm. Selection on
 validation, test computed once per run. Runs are cached in --out, so an interrupted benchmark continues.
 """
 
@@ -42,7 +43,13 @@ STUDENT_OVERRIDES = {  # as in benchmarks/students.py
             "train.batch_size=64", "train.patience=3"],
 }
 VARIANTS = ("plain-sasrec", "plain-gru4rec", "plain-caser", "init-sasrec", "kd-sasrec", "rank-sasrec",
-            "embed-sasrec", "distill-sasrec", "distill-gru4rec", "distill-caser", "slm")
+            "embed-sasrec", "no_kd-sasrec", "no_rank-sasrec", "no_embed-sasrec", "distill-sasrec",
+            "distill-gru4rec", "distill-caser", "slm")
+# The tuned keys each term owns (top_k is shared by kd and rank: it stays while either is on).
+TERM_KEYS = {"kd": ("distill.kd_weight", "distill.temperature"),
+             "rank": ("distill.rank_weight", "distill.gamma_position", "distill.gamma_confidence",
+                      "distill.gamma_consistency", "distill.position_lambda"),
+             "embed": ("distill.embed_weight",)}
 
 
 def parse_args() -> argparse.Namespace:
@@ -78,15 +85,17 @@ def variant_overrides(variant: str, weights: dict) -> list[str]:
                 f"distill.kd_weight={weights.get('distill.kd_weight', 1.0)}",
                 f"distill.temperature={weights.get('distill.temperature', 2.0)}"]
     overrides = [f"student.name={student}", *STUDENT_OVERRIDES.get(student, [])]
-    terms = {
-        "plain": {},
-        "init": {"distill.init_item_embeddings": "teacher"},
-        "kd": {k: v for k, v in weights.items() if k in ("distill.kd_weight", "distill.temperature", "distill.top_k")},
-        "rank": {k: v for k, v in weights.items() if k.startswith(("distill.rank_weight", "distill.gamma",
-                                                                   "distill.position_lambda", "distill.top_k"))},
-        "embed": {k: v for k, v in weights.items() if k == "distill.embed_weight"},
-        "distill": weights,
-    }[kind]
+    if kind == "plain":
+        terms = {}
+    elif kind == "init":
+        terms = {"distill.init_item_embeddings": "teacher"}
+    elif kind == "distill":
+        terms = weights
+    elif kind.startswith("no_"):  # every tuned term but one; the dropped one's weight is set to 0
+        dropped = TERM_KEYS[kind.removeprefix("no_")]
+        terms = {k: v for k, v in weights.items() if k not in dropped} | {dropped[0]: 0.0}
+    else:  # one term alone
+        terms = {k: v for k, v in weights.items() if k in TERM_KEYS[kind] + ("distill.top_k",)}
     return overrides + [f"{key}={value}" for key, value in terms.items()]
 
 

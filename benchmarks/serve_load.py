@@ -60,6 +60,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--skip-teacher", action="store_true", help="do not build and time the teacher")
     parser.add_argument("--skip-autoscaling", action="store_true")
+    parser.add_argument("--access-log", action="store_true",
+                        help="keep Serve's per-request access log on (rdistill's default is off)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "serve.json")
     return parser.parse_args()
 
@@ -250,7 +252,7 @@ def bench_servers(args, bodies: list[bytes]) -> tuple[list[dict], dict | None]:
             log(f"Ray Serve with {replicas} replicas against bare uvicorn")
             # 0.5 CPU each: CPUs are only Ray's bookkeeping here, and a rolling update needs room for both sets
             serve.run(build_app(settings, num_replicas=replicas, max_ongoing_requests=32, num_cpus_per_replica=0.5),
-                      name="bench", route_prefix="/")
+                      name="bench", route_prefix="/", logging_config={"enable_access_log": args.access_log})
             results = compare_servers({"bare_uvicorn": bare_url, "ray_serve": serve_url}, bodies, args)
             comparisons.append({
                 "replicas": replicas,
@@ -290,7 +292,8 @@ def autoscaling_step(serve, settings, base: str, bodies: list[bytes], args) -> d
                    "upscale_delay_s": 2, "downscale_delay_s": 10, "metrics_interval_s": 0.5,
                    "look_back_period_s": 2}
     serve.run(build_app(settings, autoscaling_config=autoscaling, max_ongoing_requests=32,
-                        num_cpus_per_replica=0.5), name="bench", route_prefix="/")
+                        num_cpus_per_replica=0.5), name="bench", route_prefix="/",
+              logging_config={"enable_access_log": args.access_log})
     timeline, phase = [], {"name": "low"}
     start = time.perf_counter()
 

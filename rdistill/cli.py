@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--replicas", type=int, default=1)
+    serve.add_argument("--access-log", action="store_true",
+                       help="log every request in Serve's log files (off by default: it costs throughput)")
     _add_config_arguments(serve)
 
     tune = commands.add_parser(
@@ -330,7 +332,7 @@ def _command_run(config, force: list[str], serve: bool, keep_serving: bool, port
     return result
 
 
-def _command_serve(config, model_dir: Path | None, host: str, port: int, replicas: int) -> dict:
+def _command_serve(config, model_dir: Path | None, host: str, port: int, replicas: int, access_log: bool) -> dict:
     from rdistill.artifacts import ArtifactLayout
     from rdistill.export import load_exported
     from rdistill.serving import run_local
@@ -338,7 +340,7 @@ def _command_serve(config, model_dir: Path | None, host: str, port: int, replica
     model_dir = model_dir or ArtifactLayout(config.artifact_path()).serving_model_dir
     load_exported(model_dir)  # a clear error now rather than failing replicas later
     print(f"serving {model_dir} at http://{host}:{port} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-    url = run_local(model_dir, host=host, port=port, num_replicas=replicas, blocking=True)
+    url = run_local(model_dir, host=host, port=port, num_replicas=replicas, access_log=access_log, blocking=True)
     return {"endpoint": url, "model_dir": str(model_dir), "stopped": True}
 
 
@@ -366,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "run":
             summary = _command_run(config, args.force, args.serve, args.keep_serving, args.port)
         elif args.command == "serve":
-            summary = _command_serve(config, args.model_dir, args.host, args.port, args.replicas)
+            summary = _command_serve(config, args.model_dir, args.host, args.port, args.replicas, args.access_log)
         elif args.command == "tune":
             summary = _command_tune(config, args.fresh)
         elif args.command == "export":

@@ -425,7 +425,7 @@ def run_local(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, 
               max_ongoing_requests: int = 32, num_cpus_per_replica: float = 0.5, max_batch_size: int = 16,
               batch_wait_timeout_s: float = 0.005, max_body_bytes: int = 64 * 1024,
               auth_token_env: str = DEFAULT_TOKEN_ENV, torch_threads: int = 1, ray_address: str | None = None,
-              blocking: bool = True) -> str:
+              access_log: bool = False, blocking: bool = True) -> str:
     """Serve an exported student with Ray Serve at http://host:port/ (the `rdistill serve` command).
 
     Starts (or joins, see ray_address) a Ray cluster, starts Serve's HTTP proxy on host:port (127.0.0.1 by
@@ -445,6 +445,8 @@ def run_local(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, 
             see: set it before the cluster starts, or in the replica's runtime_env).
         ray_address: passed to ray.init when Ray is not initialised yet: None is Ray's default (RAY_ADDRESS,
             else a running local cluster, else a new one), "local" always starts a new one.
+        access_log: one log line per request in the proxy's and the replica's log files. Off by default: on a
+            small CPU the two file writes per request cost noticeable throughput (benchmarks/serve_load.py).
         blocking: serve until interrupted (Ctrl-C), then shut Serve down; otherwise return at once.
 
     Returns:
@@ -461,7 +463,8 @@ def run_local(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, 
                             max_ongoing_requests=max_ongoing_requests, num_cpus_per_replica=num_cpus_per_replica)
     ensure_ray(ray_address)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(application, name=app_name, route_prefix=route_prefix)
+    serve.run(application, name=app_name, route_prefix=route_prefix,
+              logging_config={"enable_access_log": access_log})
     url = f"http://{host}:{port}{route_prefix.rstrip('/')}"
     if blocking:
         import time
