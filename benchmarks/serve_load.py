@@ -60,6 +60,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--skip-teacher", action="store_true", help="do not build and time the teacher")
     parser.add_argument("--skip-autoscaling", action="store_true")
+    parser.add_argument("--serve-env", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="environment for the local Ray cluster, e.g. Serve's tuning switches "
+                             "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0")
     parser.add_argument("--access-log", action="store_true",
                         help="keep Serve's per-request access log on (rdistill's default is off)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "serve.json")
@@ -237,6 +240,9 @@ def bench_servers(args, bodies: list[bytes]) -> tuple[list[dict], dict | None]:
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ["RAY_worker_niceness"] = str(args.ray_worker_niceness)
+    for assignment in args.serve_env:  # before ray.init: Serve's processes read these at start-up
+        key, _, value = assignment.partition("=")
+        os.environ[key] = value
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")  # a busy 2-core machine starts slowly
     bare, bare_url = start_bare(args.model_dir)
     # "local": a cluster of our own, never one another process left running on this machine

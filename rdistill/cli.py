@@ -233,7 +233,9 @@ def _command_evaluate(config, model_dir: Path | None, popularity: bool, split: s
     from rdistill.evaluate import PopularityRecommender, evaluate_model, evaluate_scorer
     from rdistill.models import load_student
 
-    layout = ArtifactLayout(config.artifact_path())
+    root = config.storage()
+    layout = ArtifactLayout(root.local)
+    root.pull(layout.dataset_dir)
     info = load_dataset_info(layout.dataset_dir)
     rows = load_split(layout.dataset_dir, split, info.max_len)
     eval_cfg, batch_size = config.eval, config.train.eval_batch_size
@@ -273,7 +275,9 @@ def _command_export(config, model_dir: Path, out: Path | None) -> dict:
     from rdistill.export import export_student
     from rdistill.models import load_student
 
-    layout = ArtifactLayout(config.artifact_path())
+    root = config.storage()
+    layout = ArtifactLayout(root.local)
+    root.pull(layout.dataset_dir)
     model = load_student(model_dir)
     items = read_table(layout.dataset_dir, "items")
     if model.n_items != items.num_rows:
@@ -289,6 +293,8 @@ def _command_export(config, model_dir: Path, out: Path | None) -> dict:
     target = export_student(model, items, out or layout.serving_model_dir,
                             {key: metrics.get(key) for key in ("valid", "test", "best_epoch", "seed")},
                             config_to_dict(config), lineage)
+    if root.relative(target) is not None:  # inside the root: a URI root gets it too
+        root.push(target)
     manifest = read_json(target / MANIFEST_NAME)
     return {"serving_dir": str(target), "name": manifest["name"], "version": manifest["version"]}
 
@@ -311,7 +317,9 @@ def _command_run(config, force: list[str], serve: bool, keep_serving: bool, port
         from rdistill.serving import run_local
 
         started = time.time()
-        layout = ArtifactLayout(config.artifact_path())
+        root = config.storage()
+        layout = ArtifactLayout(root.local)
+        root.pull(layout.serving_model_dir, layout.dataset_dir)  # the stages may have been skipped here
         url = run_local(layout.serving_model_dir, port=port, blocking=False)
         result["endpoint"] = url
         result["sample"] = sample_request(url, layout)
@@ -337,7 +345,10 @@ def _command_serve(config, model_dir: Path | None, host: str, port: int, replica
     from rdistill.export import load_exported
     from rdistill.serving import run_local
 
-    model_dir = model_dir or ArtifactLayout(config.artifact_path()).serving_model_dir
+    if model_dir is None:
+        root = config.storage()
+        model_dir = ArtifactLayout(root.local).serving_model_dir
+        root.pull(model_dir)
     load_exported(model_dir)  # a clear error now rather than failing replicas later
     print(f"serving {model_dir} at http://{host}:{port} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     url = run_local(model_dir, host=host, port=port, num_replicas=replicas, access_log=access_log, blocking=True)

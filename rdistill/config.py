@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rdistill.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rdistill.storage import ArtifactRoot
 
 DATA_DIR_ENV = "RDISTILL_DATA_DIR"
 ARTIFACT_ROOT_ENV = "RDISTILL_ARTIFACT_ROOT"
@@ -328,7 +331,8 @@ class TuneConfig(StrictModel):
 class Config(StrictModel):
     """The whole experiment. Sections for later stages are added beside these."""
 
-    # Every stage reads and writes under this folder (dataset/, students/, ...).
+    # Every stage reads and writes under this root (dataset/, students/, ...): a local folder, or a URI that
+    # pyarrow.fs opens (s3://bucket/prefix, gs://..., file:///...) mirrored locally (rdistill/storage.py).
     artifact_root: str = "artifacts/ml-latest-small"
     seed: int = 42
     data: DataConfig = Field(default_factory=DataConfig)
@@ -358,18 +362,32 @@ class Config(StrictModel):
 
     @field_validator("artifact_root")
     @classmethod
-    def _local_or_shared_path(cls, value: str) -> str:
-        if "://" in value:  # Path("s3://b/x") would silently become a local folder named "s3:"
-            raise ValueError(f"{value!r}: object-store roots (s3://, gs://) are not supported yet; use a local "
-                             "folder, or on a cluster a shared filesystem path that every node mounts")
+    def _path_or_uri(cls, value: str) -> str:
+        from rdistill.storage import check_root_form
+
+        check_root_form(value)  # offline; the filesystem is opened and probed on first use
         return value
 
+    def resolved_artifact_root(self) -> str:
+        """$RDISTILL_ARTIFACT_ROOT when set, else artifact_root: a local path or a URI (s3://, gs://, file://)."""
+        return os.environ.get(ARTIFACT_ROOT_ENV) or self.artifact_root
+
+    def storage(self) -> ArtifactRoot:
+        """The artifact root: its local folder (a URI root's mirror on this machine) and, for a URI, where it
+        lives. See rdistill/storage.py."""
+        from rdistill.storage import open_root
+
+        return open_root(self.resolved_artifact_root())
+
     def artifact_path(self) -> Path:
-        root = os.environ.get(ARTIFACT_ROOT_ENV) or self.artifact_root
-        if "://" in root:
-            raise ConfigError(f"${ARTIFACT_ROOT_ENV}={root!r}: object-store roots are not supported yet; use a "
-                              "local folder or a shared filesystem path")
-        return Path(root).expanduser()
+        """The local folder the stages read and write: the root itself, or this machine's mirror of a URI root."""
+        return self.storage().local
+
+    def worker_artifact_root(self) -> str:
+        """The root as Ray workers on any node must be told it: the URI (each node keeps its own mirror), or the
+        absolute path (workers run in other working directories)."""
+        root = self.storage()
+        return root.root if root.is_remote else str(root.local.resolve())
 
 
 def _format_validation_error(err: ValidationError, prefix: str = "") -> str:

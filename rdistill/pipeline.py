@@ -16,11 +16,11 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from rdistill.artifacts import MANIFEST_NAME, ArtifactLayout, atomic_write_json, file_sha256, read_json
+from rdistill.artifacts import MANIFEST_NAME, ArtifactLayout, atomic_write_json, read_json
 from rdistill.config import Config, config_to_dict
+from rdistill.storage import ArtifactRoot
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,10 @@ def _digest(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _manifest_hash(path: Path) -> str | None:
-    return file_sha256(path) if path.is_file() else None
+def _manifest_hash(root: ArtifactRoot, relative: str) -> str | None:
+    # read where the root lives: a rerun on another machine (a URI root, a fresh mirror) sees the same keys
+    recorded = root.read_bytes(relative)
+    return hashlib.sha256(recorded).hexdigest() if recorded is not None else None
 
 
 def _raw_input_listing(config: Config) -> list[tuple[str, int, int]]:
@@ -54,34 +56,36 @@ def _raw_input_listing(config: Config) -> list[tuple[str, int, int]]:
 
 def stage_key(stage: str, config: Config) -> str:
     """What the stage's output depends on: its config sections and its input stage's manifest."""
-    layout = ArtifactLayout(config.artifact_path())
+    root = config.storage()
     raw = config_to_dict(config)
     if stage == "prepare":
         return _digest({"data": raw["data"], "input": _raw_input_listing(config)})
     if stage == "teacher":
         return _digest({"seed": raw["seed"], "eval": raw["eval"], "teacher": raw["teacher"],
-                        "input": _manifest_hash(layout.dataset_dir / MANIFEST_NAME)})
+                        "input": _manifest_hash(root, stage_output("prepare"))})
     if stage == "infer":
-        return _digest({"infer": raw["infer"], "input": _manifest_hash(layout.teacher_checkpoint_dir / MANIFEST_NAME)})
+        return _digest({"infer": raw["infer"], "input": _manifest_hash(root, stage_output("teacher"))})
     if stage == "tune":
         return _digest({key: raw[key] for key in ("seed", "student", "train", "eval", "distill", "tune")}
-                       | {"input": _manifest_hash(layout.signals_dir / MANIFEST_NAME)})
+                       | {"input": _manifest_hash(root, stage_output("infer"))})
     raise ValueError(f"unknown stage {stage}")
 
 
-def stage_output(stage: str, layout: ArtifactLayout) -> Path:
-    return {"prepare": layout.dataset_dir / MANIFEST_NAME,
-            "teacher": layout.teacher_checkpoint_dir / MANIFEST_NAME,
-            "infer": layout.signals_dir / MANIFEST_NAME,
-            "tune": layout.serving_model_dir / MANIFEST_NAME}[stage]
+def stage_output(stage: str) -> str:
+    """The manifest that marks the stage's output complete, relative to the artifact root."""
+    return {"prepare": f"dataset/{MANIFEST_NAME}",
+            "teacher": f"teacher/checkpoint/{MANIFEST_NAME}",
+            "infer": f"signals/{MANIFEST_NAME}",
+            "tune": f"serving/model/{MANIFEST_NAME}"}[stage]
 
 
-def _stage_finished(stage: str, config: Config, layout: ArtifactLayout) -> bool:
+def _stage_finished(stage: str, config: Config) -> bool:
+    root = config.storage()
     if stage == "tune" and not config.tune.export:  # nothing is exported: the campaign summary is the output
         from rdistill.tune import SUMMARY_FILE
 
-        return (layout.root / "tune" / config.tune.name / SUMMARY_FILE).is_file()
-    return stage_output(stage, layout).is_file()
+        return root.exists(f"tune/{config.tune.name}/{SUMMARY_FILE}")
+    return root.exists(stage_output(stage))
 
 
 def _run_stage(stage: str, config: Config, same_key: bool) -> dict[str, Any]:
@@ -110,14 +114,20 @@ def run_pipeline(config: Config, stages: tuple[str, ...] = STAGES, force: tuple[
                  echo: Callable[[str], None] | None = None) -> list[StageOutcome]:
     """Run the stages in order, skipping those already done with the same key; returns what happened."""
     echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
-    layout = ArtifactLayout(config.artifact_path())
-    state_path = layout.root / STATE_FILE
-    state: dict[str, Any] = read_json(state_path) if state_path.is_file() else {}
+    root = config.storage()  # a URI root is opened and probed here, before any stage
+    state_path = root.local / STATE_FILE
+    recorded = root.read_bytes(STATE_FILE)  # where the root lives, so a rerun on any machine sees it
+    state: dict[str, Any] = json.loads(recorded) if recorded is not None else {}
+
+    def save_state() -> None:
+        atomic_write_json(state_path, state)
+        root.push(STATE_FILE)
+
     outcomes = []
     for number, stage in enumerate(stages, start=1):
         key = stage_key(stage, config)
         record = state.get(stage, {})
-        done = record.get("status") == "done" and record.get("key") == key and _stage_finished(stage, config, layout)
+        done = record.get("status") == "done" and record.get("key") == key and _stage_finished(stage, config)
         if done and stage not in force:
             echo(f"[{number}/{len(stages)}] {stage}: up to date, skipped")
             outcomes.append(StageOutcome(stage, "skipped", 0.0, record.get("summary", {})))
@@ -125,17 +135,17 @@ def run_pipeline(config: Config, stages: tuple[str, ...] = STAGES, force: tuple[
         echo(f"[{number}/{len(stages)}] {stage}: running")
         started = time.time()
         state[stage] = {"key": key, "status": "running", "started_at": started}
-        atomic_write_json(state_path, state)
+        save_state()
         try:
             summary = _run_stage(stage, config, same_key=record.get("key") == key)
         except BaseException as err:
             state[stage].update(status="failed", error=str(err)[:2000], seconds=round(time.time() - started, 1))
-            atomic_write_json(state_path, state)
+            save_state()
             raise
         seconds = time.time() - started
         state[stage] = {"key": key, "status": "done", "seconds": round(seconds, 1), "summary": summary,
                         "finished_at": time.time()}
-        atomic_write_json(state_path, state)
+        save_state()
         echo(f"[{number}/{len(stages)}] {stage}: done in {seconds:.0f}s")
         outcomes.append(StageOutcome(stage, "ran", seconds, summary))
     return outcomes

@@ -30,6 +30,7 @@ from rdistill.errors import ArtifactError
 
 if TYPE_CHECKING:
     from rdistill.config import Config
+    from rdistill.storage import ArtifactRoot
 
 REPORT_DIR = "report"
 SUMMARY_FILE = "report.json"
@@ -818,6 +819,24 @@ def _size_latency_section(doc: Document, found: Artifacts, out: Path,
 # ---------------------------------------------------------------------------------------------------- entry point
 
 
+def _pull_for_report(root: ArtifactRoot, tune_name: str, measure_latency: bool) -> None:
+    """A URI root: bring into the mirror what the report reads. Small files where a section needs only those
+    (a later stage's pull completes a folder: pulls compare every file); whole folders for latency."""
+    if not root.is_remote:
+        return
+    from rdistill.pipeline import STATE_FILE
+    from rdistill.tune import CAMPAIGN_FILE
+    from rdistill.tune import SUMMARY_FILE as TUNE_SUMMARY
+
+    files = [STATE_FILE, f"dataset/{MANIFEST_NAME}", f"signals/{MANIFEST_NAME}",
+             f"teacher/checkpoint/{MANIFEST_NAME}", "teacher/checkpoint/metrics.json",
+             f"tune/{tune_name}/{TUNE_SUMMARY}", f"tune/{tune_name}/{CAMPAIGN_FILE}",
+             f"{REPORT_DIR}/{LATENCY_FILE}"]
+    root.pull(*files)
+    students = [f"students/{run}" for run in root.list_dirs("students")]  # small: the students are
+    root.pull("serving/model", *students, *(["dataset", "teacher/checkpoint"] if measure_latency else []))
+
+
 def report_dir(root: Path, out: Path | None = None) -> Path:
     return Path(out) if out is not None else Path(root) / REPORT_DIR
 
@@ -825,10 +844,13 @@ def report_dir(root: Path, out: Path | None = None) -> Path:
 def write_report(source: Config | str | Path, out: Path | None = None, measure_latency: bool = False,
                  tune_name: str | None = None) -> Path:
     """Read the artifact root of `source` (a Config or the root folder), write the report folder; return it."""
+    storage = None
     if isinstance(source, (str, Path)):
         root = Path(source)
     else:
-        root, tune_name = source.artifact_path(), tune_name or source.tune.name
+        storage, tune_name = source.storage(), tune_name or source.tune.name
+        root = storage.local
+        _pull_for_report(storage, tune_name, measure_latency)
     if not root.is_dir():
         raise ArtifactError(f"artifact root {root} does not exist: nothing to report (check artifact_root)")
     found = read_artifacts(root, tune_name)
@@ -862,6 +884,8 @@ def write_report(source: Config | str | Path, out: Path | None = None, measure_l
                    "unreadable": found.unreadable, "latency": "measured" if measure_latency and latency else
                    "recorded" if latency else "not measured"}
         (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    if storage is not None and storage.relative(target) is not None:
+        storage.push(target, marker=SUMMARY_FILE)
     return target
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rdistill.artifacts import MANIFEST_NAME, ArtifactLayout, atomic_write_json, file_sha256, read_json
+from rdistill.artifacts import MANIFEST_NAME, ArtifactLayout, atomic_write_json, file_sha256
 from rdistill.config import Config, SearchDimension, config_to_dict, set_dotted
 from rdistill.errors import ConfigError, RdistillError
 from rdistill.ray_runtime import ensure_ray
@@ -105,7 +105,9 @@ def check_tune_inputs(config: Config) -> None:
     from rdistill.data.dataset import load_dataset_info, load_split
     from rdistill.distill.train import load_train_signals
 
-    layout = ArtifactLayout(config.artifact_path())
+    root = config.storage()
+    layout = ArtifactLayout(root.local)
+    root.pull(layout.dataset_dir)
     info = load_dataset_info(layout.dataset_dir)
     space = config.tune.search_space()
     searched_distill = any(key.startswith("distill.") for key in space)
@@ -123,17 +125,17 @@ def check_tune_inputs(config: Config) -> None:
 
 def _campaign_key(config: Config) -> str:
     """What a restored campaign must share with the original: config (minus tune bookkeeping) and inputs."""
-    layout = ArtifactLayout(config.artifact_path())
+    root = config.storage()
     relevant = config_to_dict(config)
     relevant["tune"].pop("export", None)
-    inputs = {"train": file_sha256(layout.table("train"))}
-    signals_manifest = layout.signals_dir / MANIFEST_NAME
-    if signals_manifest.is_file():
-        inputs["signals"] = read_json(signals_manifest).get("fingerprint")
+    inputs = {"train": file_sha256(ArtifactLayout(root.local).table("train"))}
+    signals_manifest = root.read_bytes(f"signals/{MANIFEST_NAME}")
+    if signals_manifest is not None:
+        inputs["signals"] = json.loads(signals_manifest).get("fingerprint")
     return hashlib.sha256(json.dumps({"config": relevant, "inputs": inputs}, sort_keys=True).encode()).hexdigest()
 
 
-def _tuner(config: Config, campaign_dir: Path, restore: bool):
+def _tuner(config: Config, restore: bool):
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -144,9 +146,10 @@ def _tuner(config: Config, campaign_dir: Path, restore: bool):
     metric = metric_name(config)
     trainable = tune.with_parameters(run_trial, base=config_to_dict(config))
     trainable = tune.with_resources(trainable, {"cpu": tune_cfg.cpus_per_trial, "gpu": tune_cfg.gpus_per_trial})
+    storage_path, filesystem = campaign_storage(config)
     if restore:
-        return tune.Tuner.restore(str(campaign_dir), trainable=trainable, resume_unfinished=True,
-                                  resume_errored=True)
+        return tune.Tuner.restore(storage_path, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                  storage_filesystem=filesystem)
     space = {key: _tune_dimension(dimension) for key, dimension in tune_cfg.search_space().items()}
     if tune_cfg.search == "tpe":
         searcher = OptunaSearch(metric=metric, mode="max",
@@ -166,7 +169,7 @@ def _tuner(config: Config, campaign_dir: Path, restore: bool):
         tune_config=tune.TuneConfig(metric=metric, mode="max", search_alg=search_alg, scheduler=scheduler,
                                     num_samples=tune_cfg.num_samples),
         run_config=tune.RunConfig(
-            name=campaign_dir.name, storage_path=str(campaign_dir.parent),
+            name=config.tune.name, storage_path=config.storage().location("tune")[0], storage_filesystem=filesystem,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=metric,
                                                     checkpoint_score_order="max"),
             verbose=1,
@@ -174,43 +177,53 @@ def _tuner(config: Config, campaign_dir: Path, restore: bool):
     )
 
 
+def campaign_storage(config: Config) -> tuple[str, Any]:
+    """Where Ray Tune keeps the campaign: tune/<name>/ where the root lives. For a URI root that is the object
+    store itself, not the mirror: trials on any node upload their checkpoints there, and Tuner.restore finds
+    the campaign from any machine, so a resume works after the driver's machine is gone."""
+    return config.storage().location(f"tune/{config.tune.name}")
+
+
 def tune_students(config: Config, fresh: bool = False) -> TuneResult:
     """Run (or resume) the campaign, pick the winner on validation, test it once, export it."""
     from ray import tune
 
     started = time.time()
-    layout = ArtifactLayout(config.artifact_path())
+    root = config.storage()
+    layout = ArtifactLayout(root.local)
     # trials run train_student for at most tune.max_epochs, with one torch thread per CPU of the trial
-    # trials run in their own working directory (Ray Tune's), so a relative artifact root must be made absolute
+    # trials run in their own working directory (Ray Tune's), so a relative artifact root must be made absolute;
+    # a URI stays a URI and each trial pulls what it reads into its own node's mirror
     config = trial_config(config_to_dict(config), {
-        "artifact_root": str(layout.root.resolve()),
+        "artifact_root": config.worker_artifact_root(),
         "train.epochs": config.tune.max_epochs, "train.progress": False,
         "train.num_threads": config.train.num_threads or max(1, int(config.tune.cpus_per_trial)),
     })
     check_tune_inputs(config)
-    campaign_dir = (layout.root / "tune" / config.tune.name).resolve()
+    campaign = f"tune/{config.tune.name}"
+    campaign_dir = (layout.root / campaign).resolve()  # campaign.json and summary.json; Tune's own state is
+    storage_path, filesystem = campaign_storage(config)  # here (the same folder for a local root)
     key = _campaign_key(config)
     restore = False
-    if campaign_dir.exists() and not fresh:
-        recorded = read_json(campaign_dir / CAMPAIGN_FILE) if (campaign_dir / CAMPAIGN_FILE).is_file() else {}
+    if root.exists(campaign) and not fresh:
+        recorded = json.loads(root.read_bytes(f"{campaign}/{CAMPAIGN_FILE}") or b"{}")
         if recorded.get("key") != key:
-            raise ConfigError(f"{campaign_dir} holds a campaign with a different config or inputs: choose another "
-                              "tune.name, or pass --fresh to start this one over")
-        restore = tune.Tuner.can_restore(str(campaign_dir))
-    if fresh and campaign_dir.exists():
-        import shutil
-
-        shutil.rmtree(campaign_dir)
+            raise ConfigError(f"{root.describe(campaign)} holds a campaign with a different config or inputs: "
+                              "choose another tune.name, or pass --fresh to start this one over")
+        restore = tune.Tuner.can_restore(storage_path, storage_filesystem=filesystem)
+    if fresh:
+        root.delete(campaign)
     campaign_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(campaign_dir / CAMPAIGN_FILE, {"key": key, "config": config_to_dict(config)})
+    root.push(campaign_dir / CAMPAIGN_FILE)
 
     ensure_ray()
     log.info("%s tuning campaign %s: %d trials, %s search, %s scheduler", "resuming" if restore else "starting",
              campaign_dir, config.tune.num_samples, config.tune.search, config.tune.scheduler)
-    results = _tuner(config, campaign_dir, restore).fit()
+    results = _tuner(config, restore).fit()
     finished = results.num_terminated + results.num_errors
     if finished < config.tune.num_samples:
-        raise CampaignInterrupted(f"the campaign in {campaign_dir} stopped with {finished} of "
+        raise CampaignInterrupted(f"the campaign in {root.describe(campaign)} stopped with {finished} of "
                                   f"{config.tune.num_samples} trials finished: run the same command again to resume")
     return _finish(config, campaign_dir, results, started, restore)
 
@@ -233,7 +246,8 @@ def _finish(config: Config, campaign_dir: Path, results, started: float, restore
     params = {key: best.config[key] for key in config.tune.search_space()}
     winner_config = trial_config(config_to_dict(config), params)
 
-    layout = ArtifactLayout(config.artifact_path())
+    root = config.storage()
+    layout = ArtifactLayout(root.local)
     info = load_dataset_info(layout.dataset_dir)
     with checkpoint.as_directory() as folder:
         model = load_student(Path(folder))
@@ -249,24 +263,30 @@ def _finish(config: Config, campaign_dir: Path, results, started: float, restore
             model, read_table(layout.dataset_dir, "items"), layout.serving_model_dir,
             metrics={"valid": valid, "test": test, "best_epoch": best_metrics.get("epoch"), "params": params},
             config=config_to_dict(winner_config),
-            lineage=_lineage(layout, campaign_dir, best),
+            lineage=_lineage(config, campaign_dir, best),
         )
+        root.push(serving_dir)
     summary = {"metric": metric, "winner": {"trial_id": best.metrics.get("trial_id"), "params": params,
                                             "valid": valid, "test": test, "epoch": best_metrics.get("epoch")},
                "trials": trials, "restored": restored, "seconds": round(time.time() - started, 1),
                "search": config.tune.search, "scheduler": config.tune.scheduler, "seed": config.seed}
     atomic_write_json(campaign_dir / SUMMARY_FILE, summary)
+    root.push(campaign_dir / SUMMARY_FILE)
     return TuneResult(campaign_dir, params, valid, test, serving_dir, trials, restored, checkpoint.path)
 
 
-def _lineage(layout: ArtifactLayout, campaign_dir: Path, best) -> dict[str, Any]:
-    lineage: dict[str, Any] = {"campaign": str(campaign_dir), "trial_id": best.metrics.get("trial_id"),
-                               "dataset_items_sha256": file_sha256(layout.table("items"))}
-    for name, path in (("dataset", layout.dataset_dir / MANIFEST_NAME), ("signals", layout.signals_dir / MANIFEST_NAME),
-                       ("teacher", layout.teacher_checkpoint_dir / MANIFEST_NAME)):
-        if path.is_file():
-            manifest = read_json(path)
-            lineage[name] = {"manifest": str(path), "started_at": manifest.get("started_at"),
+def _lineage(config: Config, campaign_dir: Path, best) -> dict[str, Any]:
+    root = config.storage()
+    campaign = f"tune/{config.tune.name}"
+    lineage: dict[str, Any] = {"campaign": str(campaign_dir) if not root.is_remote else root.describe(campaign),
+                               "trial_id": best.metrics.get("trial_id"),
+                               "dataset_items_sha256": file_sha256(ArtifactLayout(root.local).table("items"))}
+    for name, relative in (("dataset", f"dataset/{MANIFEST_NAME}"), ("signals", f"signals/{MANIFEST_NAME}"),
+                           ("teacher", f"teacher/checkpoint/{MANIFEST_NAME}")):
+        recorded = root.read_bytes(relative)  # where the root lives: this process may not have pulled them all
+        if recorded is not None:
+            manifest = json.loads(recorded)
+            lineage[name] = {"manifest": root.describe(relative), "started_at": manifest.get("started_at"),
                              **({"fingerprint": manifest["fingerprint"]} if "fingerprint" in manifest else {})}
     return lineage
 

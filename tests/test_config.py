@@ -266,11 +266,12 @@ def test_artifact_root_environment_override(monkeypatch, tmp_path):
     assert config.artifact_path() == tmp_path / "b"
 
 
-def test_object_store_artifact_roots_are_refused_not_turned_into_local_folders(monkeypatch):
+def test_object_store_artifact_roots_are_accepted_and_kept_as_uris_not_turned_into_local_folders(monkeypatch):
     monkeypatch.delenv(ARTIFACT_ROOT_ENV, raising=False)
-    _config_error(["artifact_root=s3://bucket/run"], "artifact_root", "not supported yet")
-    monkeypatch.setenv(ARTIFACT_ROOT_ENV, "gs://bucket/run")
-    with pytest.raises(ConfigError, match="RDISTILL_ARTIFACT_ROOT='gs://bucket/run'.*not supported yet"):
+    assert load_config(None, ["artifact_root=s3://bucket/run"]).artifact_root == "s3://bucket/run"  # no network
+    _config_error(["artifact_root=://bucket/run"], "artifact_root", "neither a local path nor a URI")
+    monkeypatch.setenv(ARTIFACT_ROOT_ENV, "nosuch://bucket/run")
+    with pytest.raises(ConfigError, match="'nosuch://bucket/run' is not a filesystem URI pyarrow can open"):
         load_config(None, []).artifact_path()
 
 

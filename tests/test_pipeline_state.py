@@ -38,12 +38,12 @@ def test_keys_chain_through_the_input_manifests(tmp_path):
 def test_a_tune_stage_without_export_is_finished_by_its_summary(tmp_path):
     exporting, not_exporting = tiny_config(tmp_path), tiny_config(tmp_path, "tune.export=false")
     layout = ArtifactLayout(exporting.artifact_path())
-    assert not _stage_finished("tune", exporting, layout) and not _stage_finished("tune", not_exporting, layout)
+    assert not _stage_finished("tune", exporting) and not _stage_finished("tune", not_exporting)
     summary = layout.root / "tune" / "distill" / "summary.json"
     summary.parent.mkdir(parents=True)
     summary.write_text("{}")
-    assert _stage_finished("tune", not_exporting, layout)
-    assert not _stage_finished("tune", exporting, layout)  # still waits for serving/model/
+    assert _stage_finished("tune", not_exporting)
+    assert not _stage_finished("tune", exporting)  # still waits for serving/model/
     layout.serving_model_dir.mkdir(parents=True)
     (layout.serving_model_dir / "manifest.json").write_text("{}")
-    assert _stage_finished("tune", exporting, layout)
+    assert _stage_finished("tune", exporting)

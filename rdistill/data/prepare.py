@@ -173,9 +173,10 @@ def build_tables(raw: RawLog, config: Config) -> tuple[dict[str, pa.Table], dict
 def prepare_dataset(config: Config) -> Path:
     """Read the configured source and write dataset/ atomically with its manifest; returns the folder."""
     started = time.time()
+    root = config.storage()  # a URI root is opened and probed before the work, not after it
     raw = read_log(config.data)
     tables, counts = build_tables(raw, config)
-    layout = ArtifactLayout(config.artifact_path())
+    layout = ArtifactLayout(root.local)
     with atomic_dir(layout.dataset_dir) as staging:
         for name, table in tables.items():
             pq.write_table(table, staging / f"{name}.parquet")
@@ -187,5 +188,6 @@ def prepare_dataset(config: Config) -> Path:
             started_at=started,
         )
         atomic_write_json(staging / MANIFEST_NAME, manifest)
+    root.push(layout.dataset_dir)
     log.info("prepared %s: %s", layout.dataset_dir, counts)
     return layout.dataset_dir

@@ -81,7 +81,9 @@ def train_student(
         torch.set_num_threads(train_cfg.num_threads)
     generator = seed_everything(config.seed)
 
-    layout = ArtifactLayout(config.artifact_path())
+    root = config.storage()
+    layout = ArtifactLayout(root.local)
+    root.pull(layout.dataset_dir)
     info = load_dataset_info(layout.dataset_dir)
     train = load_split(layout.dataset_dir, "train", info.max_len)
     valid = load_split(layout.dataset_dir, "valid", info.max_len)
@@ -136,6 +138,8 @@ def train_student(
         num_parameters=model.num_parameters(),
     )
     _write_run(model, result, history, config, layout, started)
+    if root.relative(run_dir) is not None:  # not a run written elsewhere (a Tune trial's own folder)
+        root.push(run_dir)
     return result
 
 
@@ -146,6 +150,8 @@ def _build_model(config: Config, layout: ArtifactLayout, info) -> SequentialReco
 
     cls = student_class(config.student.name)
     params = config.student.model_params()
+    if hasattr(cls, "params_from_teacher") or hasattr(cls, "load_teacher_weights"):
+        config.storage().pull(layout.teacher_checkpoint_dir)
     if hasattr(cls, "params_from_teacher"):
         params = cls.params_from_teacher(params, layout.teacher_checkpoint_dir)
     model = build_student(config.student.name, info.n_items, info.max_len, params)
@@ -205,7 +211,9 @@ def load_train_signals(config: Config, train: SplitTensors, info) -> TrainSignal
     from rdistill.errors import ArtifactError
     from rdistill.teacher.signals import load_signals
 
-    signals_dir = ArtifactLayout(config.artifact_path()).signals_dir
+    root = config.storage()
+    signals_dir = ArtifactLayout(root.local).signals_dir
+    root.pull(signals_dir)
     manifest_path = signals_dir / MANIFEST_NAME
     if not manifest_path.is_file():
         raise ArtifactError(f"{manifest_path} is missing: the distill.* settings need the teacher's signals; run "

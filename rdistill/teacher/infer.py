@@ -94,13 +94,18 @@ def signals_table(row_id: pa.Array, signals: dict[str, torch.Tensor], hidden_lay
 class TeacherScorer:
     """The Ray Data callable class: loads the consolidated teacher once per actor, scores pyarrow batches."""
 
-    def __init__(self, checkpoint_dir: str, max_len: int, top_k: int, exclude_history: bool,
+    def __init__(self, artifact_root: str, max_len: int, top_k: int, exclude_history: bool,
                  hidden_layers: list[int], torch_threads: int, use_gpu: bool):
         from rdistill.models.lm_teacher import load_teacher
+        from rdistill.storage import open_root
 
         torch.set_num_threads(torch_threads)
         self.device = torch.device("cuda" if use_gpu else "cpu")
-        self.teacher, _ = load_teacher(Path(checkpoint_dir))
+        # an actor may run on a node without the driver's files: a URI root is pulled into this node's mirror
+        root = open_root(artifact_root)
+        checkpoint_dir = ArtifactLayout(root.local).teacher_checkpoint_dir
+        root.pull(checkpoint_dir)
+        self.teacher, _ = load_teacher(checkpoint_dir)
         self.teacher.to(self.device)
         self.item_table = self.teacher.item_embeddings().detach()
         self.max_len, self.top_k, self.exclude_history = max_len, top_k, exclude_history
@@ -120,7 +125,9 @@ def check_infer_inputs(config: Config):
     """Everything that can be wrong before an actor starts; returns (teacher, dataset info, checkpoint dir)."""
     from rdistill.models.lm_teacher import load_teacher
 
-    layout = ArtifactLayout(config.artifact_path())
+    root = config.storage()
+    layout = ArtifactLayout(root.local)
+    root.pull(layout.dataset_dir, layout.teacher_checkpoint_dir)
     infer = config.infer
     info = load_dataset_info(layout.dataset_dir)  # raises naming a missing dataset table
     for split in infer.splits:
@@ -182,13 +189,15 @@ def infer_teacher(config: Config, force: bool = False) -> InferResult:
     """Write signals/ for config.infer.splits, or skip when it already holds this exact output."""
     started = time.time()
     infer = config.infer
-    layout = ArtifactLayout(config.artifact_path())
+    root = config.storage()
+    layout = ArtifactLayout(root.local)
     teacher, info, checkpoint_dir = check_infer_inputs(config)
     signals_dir = layout.signals_dir
     digest = fingerprint(config, checkpoint_dir)
-    manifest_path = signals_dir / MANIFEST_NAME
-    if not force and manifest_path.is_file():
-        manifest = read_json(manifest_path)
+    # read where the root lives: deciding to skip needs no download of the signals themselves
+    recorded = root.read_bytes(f"signals/{MANIFEST_NAME}")
+    if not force and recorded is not None:
+        manifest = json.loads(recorded)
         if manifest.get("fingerprint") == digest:
             log.info("signals in %s are up to date (same teacher, data and settings): skipping", signals_dir)
             return InferResult(signals_dir, True, manifest["counts"]["rows"], time.time() - started, 0.0)
@@ -201,7 +210,7 @@ def infer_teacher(config: Config, force: bool = False) -> InferResult:
         del teacher  # the actors load their own copy
         for split in infer.splits:
             split_started = time.time()
-            rows[split] = _infer_split(config, split, checkpoint_dir.resolve(), info.max_len, staging)
+            rows[split] = _infer_split(config, split, info.max_len, staging)
             scoring_seconds += time.time() - split_started
             log.info("teacher signals for %s: %d rows in %.1fs", split, rows[split], time.time() - split_started)
         manifest = build_manifest(
@@ -216,6 +225,7 @@ def infer_teacher(config: Config, force: bool = False) -> InferResult:
                    "rows_per_second": sum(rows.values()) / max(scoring_seconds, 1e-9)},
         )
         atomic_write_json(staging / MANIFEST_NAME, manifest)
+    root.push(signals_dir)
     return InferResult(signals_dir, False, rows, time.time() - started, sum(rows.values()) / max(scoring_seconds, 1e-9))
 
 
@@ -233,21 +243,24 @@ def _embedding_dim(path: Path) -> int:
     return len(first)
 
 
-def _infer_split(config: Config, split: str, checkpoint_dir: Path, max_len: int, staging: Path) -> int:
+def _infer_split(config: Config, split: str, max_len: int, staging: Path) -> int:
     """Stream one split through the actor pool into topk[_split].parquet (+ hidden[_split].parquet)."""
     import ray.data
     from tqdm.auto import tqdm
 
     infer = config.infer
-    table_path = ArtifactLayout(config.artifact_path()).table(split).resolve()
+    root = config.storage()
+    table_path = ArtifactLayout(root.local).table(split).resolve()  # pulled by check_infer_inputs
     total = pq.ParquetFile(table_path).metadata.num_rows
+    # Ray Data's read tasks may run on any node: a URI root is read from the object store itself
+    read_path, filesystem = root.location(f"dataset/{split}.parquet")
     dataset = (
-        ray.data.read_parquet(str(table_path), columns=["row_id", "history"])
+        ray.data.read_parquet(read_path, filesystem=filesystem, columns=["row_id", "history"])
         # one Parquet row group is one block: cut it so that every actor of the pool gets work
         .repartition(target_num_rows_per_block=infer.batch_size)
         .map_batches(
             TeacherScorer,
-            fn_constructor_kwargs={"checkpoint_dir": str(checkpoint_dir), "max_len": max_len, "top_k": infer.top_k,
+            fn_constructor_kwargs={"artifact_root": config.worker_artifact_root(), "max_len": max_len, "top_k": infer.top_k,
                                    "exclude_history": infer.exclude_history, "hidden_layers": infer.hidden_layers,
                                    "torch_threads": torch_threads(infer), "use_gpu": infer.use_gpu},
             batch_size=infer.batch_size, batch_format="pyarrow", concurrency=infer.num_actors,

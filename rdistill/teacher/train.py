@@ -42,7 +42,7 @@ from rdistill.ray_runtime import ensure_ray
 log = logging.getLogger(__name__)
 
 METRIC = "valid_ndcg_at_10"
-FAULT_MARKER = ".fault_injected"
+FAULT_MARKER = ".fault_injected"  # in teacher/
 
 
 @dataclass
@@ -89,7 +89,9 @@ def check_teacher_inputs(config: Config) -> Path:
     """Everything that can be wrong before a worker starts: tables, model path, DeepSpeed vs. machine."""
     from rdistill.models.lm_teacher import resolve_backbone_path
 
-    dataset_dir = ArtifactLayout(config.artifact_path()).dataset_dir
+    root = config.storage()
+    dataset_dir = ArtifactLayout(root.local).dataset_dir
+    root.pull(dataset_dir)
     for name in ("items", *SPLITS):
         read_table(dataset_dir, name)  # raises ArtifactError naming the missing or malformed table
     resolve_backbone_path(config.teacher.model)
@@ -117,7 +119,9 @@ def item_text_vectors(config: Config, dataset_dir: Path) -> np.ndarray:
     weights = sorted(backbone_path.glob("*.safetensors")) or sorted(backbone_path.glob("*.bin"))
     if weights:
         key += f"-{file_sha256(weights[0])[:16]}"
-    cache = config.artifact_path() / "teacher" / "cache" / f"item_text_vectors-{key}.npy"
+    root = config.storage()
+    cache = root.local / "teacher" / "cache" / f"item_text_vectors-{key}.npy"
+    root.pull(cache)
     if cache.is_file():
         return np.load(cache)
     started = time.time()
@@ -129,6 +133,7 @@ def item_text_vectors(config: Config, dataset_dir: Path) -> np.ndarray:
     staging = cache.with_suffix(".tmp.npy")
     np.save(staging, vectors)
     staging.rename(cache)
+    root.push(cache)
     log.info("encoded %d item texts in %.1fs (cached at %s)", len(texts) - 1, time.time() - started, cache)
     return vectors
 
@@ -209,6 +214,7 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
 
     from rdistill.distill.train import seed_everything
     from rdistill.models.lm_teacher import build_teacher
+    from rdistill.storage import open_root
 
     config = Config.model_validate(loop["config"])
     teacher_cfg = config.teacher
@@ -250,7 +256,7 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
     valid = loop["valid"]
     progress_every = max(1, micro_batches // 10)
     shard = ray.train.get_dataset_shard("train")
-    fault_marker = Path(loop["fault_marker"])
+    root = open_root(loop["artifact_root"])  # on another node a URI root is opened there: the marker lives remotely
     for epoch in range(state["epoch"] + 1, teacher_cfg.epochs + 1):
         engine.train()
         started, loss_sum, seen = time.time(), 0.0, 0
@@ -274,9 +280,8 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
                 print(f"teacher epoch {epoch}: {seen}/{micro_batches} micro-batches, mean loss "
                       f"{loss_sum / seen:.4f}, ~{rate:.0f} samples/s over {world} workers", flush=True)
             if (teacher_cfg.fail_once_at_step and engine.global_steps == teacher_cfg.fail_once_at_step
-                    and rank == 0 and not fault_marker.exists()):
-                fault_marker.parent.mkdir(parents=True, exist_ok=True)
-                fault_marker.write_text(f"failed at step {engine.global_steps}\n")
+                    and rank == 0 and not root.exists(f"teacher/{FAULT_MARKER}")):
+                root.write_bytes(f"teacher/{FAULT_MARKER}", f"failed at step {engine.global_steps}\n".encode())
                 raise RuntimeError(f"injected failure at global step {engine.global_steps} (teacher.fail_once_at_step)")
 
         timed_seconds = time.time() - timed_from if timed_from else 0.0
@@ -348,13 +353,17 @@ def train_teacher(config: Config) -> TeacherResult:
     if not teacher_cfg.use_gpu:
         prebuild_deepspeed_ops()
 
-    teacher_root = config.artifact_path().resolve() / "teacher"
-    fault_marker = teacher_root / FAULT_MARKER
-    fault_marker.unlink(missing_ok=True)
+    root = config.storage()
+    root.delete(f"teacher/{FAULT_MARKER}")
     # with the dashboard (when installed): Ray Train's placement-group cleaner polls the state API it serves
     ensure_ray()
     ray.data.DataContext.get_current().enable_progress_bars = False  # one line per epoch is enough in logs
-    train_rows = ray.data.read_parquet(str(dataset_dir.resolve() / "train.parquet"), columns=["history", "target"])
+    # a URI root is read by Ray Data's tasks straight from the object store, on whichever node they run
+    train_path, filesystem = root.location("dataset/train.parquet")
+    train_rows = ray.data.read_parquet(train_path, filesystem=filesystem, columns=["history", "target"])
+    # Ray Train checkpoints go where the root lives (for a URI, the object store itself): workers on any node
+    # upload them there, and a rerun on another machine finds the run by its name and resumes from its latest
+    storage_path, storage_filesystem = root.location("teacher/ray")
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -365,7 +374,7 @@ def train_teacher(config: Config) -> TeacherResult:
             "max_len": info.max_len,
             "train_rows": pq.ParquetFile(dataset_dir / "train.parquet").metadata.num_rows,  # footer only
             "deepspeed": deepspeed_config(config),
-            "fault_marker": str(fault_marker),
+            "artifact_root": config.worker_artifact_root(),
         },
         scaling_config=ScalingConfig(num_workers=teacher_cfg.num_workers, use_gpu=teacher_cfg.use_gpu,
                                      resources_per_worker={"CPU": teacher_cfg.cpus_per_worker},
@@ -374,7 +383,7 @@ def train_teacher(config: Config) -> TeacherResult:
         datasets={"train": train_rows},
         run_config=RunConfig(
             name=run_name(config, dataset_dir),
-            storage_path=str(teacher_root / "ray"),
+            storage_path=storage_path, storage_filesystem=storage_filesystem,
             checkpoint_config=CheckpointConfig(num_to_keep=teacher_cfg.keep_checkpoints,
                                                checkpoint_score_attribute=METRIC, checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=teacher_cfg.max_failures),
@@ -386,7 +395,7 @@ def train_teacher(config: Config) -> TeacherResult:
     best_checkpoint, best_metrics = max(result.best_checkpoints, key=lambda pair: pair[1][METRIC])
 
     teacher, tokenizer = build_teacher(teacher_cfg.architecture(), items, info.max_len, torch.from_numpy(vectors))
-    layout_dir = config.artifact_path() / "teacher"
+    layout_dir = root.local / "teacher"
     with best_checkpoint.as_directory() as folder:
         state = _consolidated_state_dict(Path(folder), teacher_cfg.zero_stage)
         missing, unexpected = teacher.load_state_dict(state, strict=False)
@@ -421,6 +430,8 @@ def train_teacher(config: Config) -> TeacherResult:
         extra={"deepspeed": deepspeed_config(config)},
     )
     atomic_write_json(checkpoint_dir / MANIFEST_NAME, manifest)
+    root.push(ds_dir, marker="latest")  # DeepSpeed reads `latest` first: uploaded last, like a manifest
+    root.push(checkpoint_dir)
     return TeacherResult(checkpoint_dir=checkpoint_dir, best_epoch=int(best_metrics["epoch"]), valid=valid_full,
                          test=test, global_steps=int(result.metrics["global_step"]), seconds=time.time() - started,
                          worker_node_ids=node_ids)
