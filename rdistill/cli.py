@@ -107,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
             "and cluster deployment use `serve run serve/config.yaml` / `serve deploy` (see serve/README.md)."
         ),
     )
-    serve.add_argument("--model-dir", type=Path, default=None, help="an exported model (default serving/model)")
+    serve.add_argument("--model-dir", default=None,
+                       help="an exported model, a folder or a URI such as s3://bucket/run/serving/model "
+                            "(default: serving/model under the artifact root)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--replicas", type=int, default=1)
@@ -340,16 +342,22 @@ def _command_run(config, force: list[str], serve: bool, keep_serving: bool, port
     return result
 
 
-def _command_serve(config, model_dir: Path | None, host: str, port: int, replicas: int, access_log: bool) -> dict:
+def _command_serve(config, model_dir: str | Path | None, host: str, port: int, replicas: int, access_log: bool) -> dict:
     from rdistill.artifacts import ArtifactLayout
     from rdistill.export import load_exported
     from rdistill.serving import run_local
 
+    from rdistill.storage import fetch_folder, join_uri
+
     if model_dir is None:
         root = config.storage()
-        model_dir = ArtifactLayout(root.local).serving_model_dir
-        root.pull(model_dir)
-    load_exported(model_dir)  # a clear error now rather than failing replicas later
+        local = ArtifactLayout(root.local).serving_model_dir
+        root.pull(local)
+        load_exported(local)  # a clear error now rather than failing replicas later
+        # replicas on other nodes cannot see this machine's mirror: a URI root's replicas pull the model themselves
+        model_dir = join_uri(root.root, "serving/model") if root.is_remote else local
+    else:
+        load_exported(fetch_folder(model_dir))
     print(f"serving {model_dir} at http://{host}:{port} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     url = run_local(model_dir, host=host, port=port, num_replicas=replicas, access_log=access_log, blocking=True)
     return {"endpoint": url, "model_dir": str(model_dir), "stopped": True}

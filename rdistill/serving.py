@@ -305,10 +305,11 @@ class Recommender:
 
     def __init__(self, settings: ServeSettings):
         from rdistill.export import load_exported
+        from rdistill.storage import fetch_folder
 
         torch.set_num_threads(settings.torch_threads)
         self.settings = settings
-        self.exported = load_exported(Path(settings.model_dir))
+        self.exported = load_exported(fetch_folder(settings.model_dir))  # a URI is pulled to this node first
         self.model = self.exported.model.eval()
         self.catalogue = Catalogue.from_table(self.exported.items)
         self.info = ModelInfo(name=self.exported.name, version=self.exported.version,
@@ -433,7 +434,8 @@ def run_local(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, 
     another model_dir and the same app_name swaps models without dropping requests (a rolling update).
 
     Args:
-        model_dir: an exported model (serving/model/, from `rdistill export` or `rdistill tune`).
+        model_dir: an exported model (serving/model/, from `rdistill export` or `rdistill tune`): a local path,
+            or a URI (s3://bucket/run/serving/model) that each replica pulls to its own node.
         host, port: where the HTTP proxy listens; fixed for the lifetime of Serve on this cluster.
         num_replicas: fixed replica count; ignored when autoscaling_config is given.
         autoscaling_config: Serve's autoscaling options (min_replicas, max_replicas,
@@ -456,7 +458,10 @@ def run_local(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, 
 
     from serve.app import build_app
 
-    settings = ServeSettings(model_dir=str(Path(model_dir).resolve()), max_batch_size=max_batch_size,
+    from rdistill.storage import is_uri
+
+    model_dir = str(model_dir) if is_uri(str(model_dir)) else str(Path(model_dir).resolve())
+    settings = ServeSettings(model_dir=model_dir, max_batch_size=max_batch_size,
                              batch_wait_timeout_s=batch_wait_timeout_s, max_body_bytes=max_body_bytes,
                              auth_token_env=auth_token_env, torch_threads=torch_threads)
     application = build_app(settings, num_replicas=num_replicas, autoscaling_config=autoscaling_config,

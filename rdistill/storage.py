@@ -361,3 +361,29 @@ def _open_remote(root: str, cache_dir: str | None) -> ArtifactRoot:  # cache_dir
     local = mirror_dir(root)
     local.mkdir(parents=True, exist_ok=True)
     return ArtifactRoot(root=root, local=local, remote=remote, filesystem=filesystem)
+
+
+def join_uri(root: str, relative: str) -> str:
+    """`relative` under a URI root, its query (endpoint options) kept: s3://b/run?x=1 + a/b -> s3://b/run/a/b?x=1."""
+    base, sep, query = root.partition("?")
+    return f"{base.rstrip('/')}/{relative.strip('/')}{sep}{query}"
+
+
+def fetch_folder(location: str | Path) -> Path:
+    """A finished folder (one with its manifest.json) as a local path: a plain path as it is; a URI such as
+    s3://bucket/run/serving/model pulled into this machine's mirror of its parent. Serve replicas load their
+    model through this, so a replica on any node of a cluster can load an export kept on an object store."""
+    location = str(location)
+    if not is_uri(location):
+        return Path(location).expanduser()
+    base, sep, query = location.partition("?")
+    parent, _, name = base.rstrip("/").rpartition("/")
+    if not name or parent.endswith(":/"):
+        raise ConfigError(f"{display(location)!r}: expected a folder below a bucket or root, e.g. "
+                          "s3://bucket/run/serving/model")
+    root = open_root(parent + sep + query)
+    root.pull(name)
+    folder = root.local / name
+    if not (folder / MANIFEST).is_file():
+        raise ArtifactError(f"{display(location)} holds no finished folder ({MANIFEST} not found there)")
+    return folder

@@ -120,6 +120,7 @@ def app_builder(args: dict[str, Any]):
     """Serve's application builder (import_path `serve.app:app_builder`): `args` are ServeSettings fields."""
     settings = ServeSettings.model_validate(args)
     # A relative model_dir means the caller's working directory (where `serve run` was started), not the
-    # replica's, which Ray chooses.
-    settings.model_dir = str(Path(settings.model_dir).resolve())
+    # replica's, which Ray chooses. A URI (s3://bucket/run/serving/model) is pulled by each replica.
+    if "://" not in settings.model_dir:
+        settings.model_dir = str(Path(settings.model_dir).resolve())
     return build_app(settings)

@@ -307,6 +307,37 @@ def test_prepare_and_train_student_on_an_s3_root_then_a_fresh_machine_finds_them
     assert {"report.md", "report.html", "report.json"} <= set(remote_files(root, "report"))
 
 
+def test_a_serve_replica_loads_an_export_kept_on_s3(s3_uri, tmp_path, monkeypatch, capsys):
+    """What a Serve replica on another node does: given the export's URI, it pulls the model into its own
+    mirror and answers exactly as the model loaded from the exporting machine's folder."""
+    from rdistill.cli import main
+    from rdistill.serving import Recommender, ServeSettings
+    from rdistill.storage import fetch_folder, join_uri
+
+    write_cyclic_log(tmp_path / "raw", seed=6)
+    overrides = cli_overrides(tmp_path / "raw", s3_uri)
+    assert main(["-q", "prepare", *overrides]) == 0
+    assert main(["-q", "train-student", *overrides]) == 0
+    student_dir = open_root(s3_uri).local / "students" / "gru4rec-seed42"
+    assert main(["-q", "export", "--model-dir", str(student_dir), *overrides]) == 0
+    capsys.readouterr()
+    exporter = Recommender(ServeSettings(model_dir=str(open_root(s3_uri).local / "serving" / "model")))
+
+    replica_mirror = fresh_machine(monkeypatch, tmp_path, "replica-cache")
+    model_uri = join_uri(s3_uri, "serving/model")
+    assert model_uri.endswith("/run/serving/model?endpoint_override=" + s3_uri.split("endpoint_override=")[1])
+    replica = Recommender(ServeSettings(model_dir=model_uri))
+    assert replica_mirror in fetch_folder(model_uri).parents
+    body = json.dumps({"history": exporter.catalogue.item_ids[:3], "k": 5}).encode()
+    expected = exporter.score([exporter.parse(body, "application/json")])[0]
+    got = replica.score([replica.parse(body, "application/json")])[0]
+    assert [item.item_id for item in got.items] == [item.item_id for item in expected.items]
+    assert [item.score for item in got.items] == pytest.approx([item.score for item in expected.items])
+
+    with pytest.raises(ArtifactError, match="no finished folder"):
+        fetch_folder(join_uri(s3_uri, "serving/nothing-here"))
+
+
 # --------------------------------------------------------------------------- the Ray stages on an s3:// root
 
 
