@@ -64,6 +64,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tuned", type=Path, default=None,
                         help="a tune summary.json whose winner gives the weights (default: <work>/<dataset>/tune/"
                              "distill/summary.json when present)")
+    parser.add_argument("--name", default="",
+                        help="a variant of the benchmark (e.g. another teacher): results go under <dataset>/<name>")
+    parser.add_argument("--teacher-entry", default=None,
+                        help="the teacher row's entry in benchmarks/results/teacher.json (default "
+                             "quality/<dataset>/items)")
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "distill.json")
@@ -160,7 +165,8 @@ def teacher_quality(args: argparse.Namespace) -> dict | None:
     """The teacher row: the quality run of benchmarks/teacher.py (the checkpoint the signals came from), else the
     checkpoint in the work folder."""
     quality = REPO_ROOT / "benchmarks" / "results" / "teacher.json"
-    entry = json.loads(quality.read_text()).get(f"quality/{args.dataset}/items") if quality.is_file() else None
+    key = args.teacher_entry or f"quality/{args.dataset}/items"
+    entry = json.loads(quality.read_text()).get(key) if quality.is_file() else None
     if entry:
         return {"test": entry["test"], "valid": entry["valid"], "num_parameters": entry["num_parameters"]}
     metrics = args.work_dir / args.dataset / "teacher" / "checkpoint" / "metrics.json"
@@ -172,7 +178,8 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     command = "python benchmarks/distill.py " + shlex.join(sys.argv[1:])
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    report = results.get(args.dataset, {})
+    entry = f"{args.dataset}/{args.name}" if args.name else args.dataset
+    report = results.get(entry, {})
     runs = report.get("runs", {})
     weights, source = tuned_weights(args)
     teacher = teacher_quality(args)
@@ -186,11 +193,11 @@ def main() -> int:
             report = {"commands": sorted(set(report.get("commands", [])) | {command}), "weights": weights,
                       "weights_from": source, "runs": runs, "summary": summarise(runs, teacher, weights),
                       "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
-            results[args.dataset] = report
+            results[entry] = report
             atomic_write_json(args.out, results)
     rows = summarise(runs, teacher, weights)
     if runs:
-        results[args.dataset] = {**report, "summary": rows}
+        results[entry] = {**report, "summary": rows}
         atomic_write_json(args.out, results)
     print(json.dumps({"dataset": args.dataset, "weights": weights, "weights_from": source, "summary": rows},
                      indent=2))

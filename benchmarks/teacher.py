@@ -2,6 +2,8 @@
 
     python benchmarks/teacher.py quality --dataset amazon-scientific --mode items
     python benchmarks/teacher.py throughput --dataset amazon-scientific --steps 40 --batch-size 32
+    python benchmarks/teacher.py quality --dataset amazon-scientific --name causal \
+        --work-dir artifacts/bench-teacher-causal teacher.causal=true teacher.objective=all_positions
 
 quality: trains the MiniLM teacher with `rdistill teacher train` (Ray Train + DeepSpeed) and reports validation
 and test HR@10 / NDCG@10 and seconds per epoch, beside popularity and SASRec taken from the students benchmark
@@ -46,6 +48,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32, help="per worker (and of the single-process loop)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--data-dir", default=os.environ.get("RDISTILL_DATA_DIR", str(REPO_ROOT.parent / "shared" / "data")))
+    parser.add_argument("--name", default="",
+                        help="a variant's name: results go to the key quality/<dataset>/<mode>/<name>")
     parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "artifacts" / "bench-teacher")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "teacher.json")
     parser.add_argument("overrides", nargs="*", help="extra config overrides, key.sub=value")
@@ -148,7 +152,7 @@ def main() -> int:
     report = quality(args) if args.what == "quality" else throughput(args)
     report["command"] = "python benchmarks/teacher.py " + shlex.join(sys.argv[1:])
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    results[f"{args.what}/{args.dataset}/{args.mode}"] = report
+    results["/".join([args.what, args.dataset, args.mode] + ([args.name] if args.name else []))] = report
     atomic_write_json(args.out, results)
     print(json.dumps(report, indent=2))
     return 0

@@ -158,6 +158,9 @@ class TeacherParams(StrictModel):
     item_text_max_tokens: int = Field(32, ge=4)  # tokens of an item's text when encoding it
     prompt_max_tokens: int = Field(256, ge=8)  # text mode: token budget of the whole history prompt
     dropout: float = Field(0.1, ge=0.0, lt=1.0)  # on the item vectors fed to the backbone and on the user vector
+    # Encoders, items mode: a causal attention mask (position j sees positions <= j), so training can read every
+    # next item of a history in one pass (objective=all_positions). Decoders are causal anyway.
+    causal: bool = False
 
 
 class TeacherConfig(TeacherParams):
@@ -165,6 +168,10 @@ class TeacherConfig(TeacherParams):
 
     epochs: int = Field(3, ge=1)  # upper bound; early stopping on validation NDCG@10 may end sooner
     patience: int = Field(1, ge=1)  # epochs without a better validation metric before stopping
+    # last_position: one target per train row (every prefix of every user is a row). all_positions (causal
+    # teachers): the next item at every position of a few rows per user, each target once per epoch (SASRec's
+    # scheme: about max_len times fewer rows, and every position trains).
+    objective: Literal["last_position", "all_positions"] = "last_position"
     batch_size: int = Field(32, ge=1)  # micro-batch per worker
     gradient_accumulation_steps: int = Field(1, ge=1)
     lr_backbone: float = Field(3e-4, gt=0)  # pre-trained weights
@@ -191,6 +198,13 @@ class TeacherConfig(TeacherParams):
     max_eval_rows: int | None = Field(None, ge=1)  # validate on the first N users only (null: all)
     # Testing aid: raise once, in the worker of rank 0, at this global step (proves resume from checkpoint).
     fail_once_at_step: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _objective_fits(self) -> TeacherConfig:
+        if self.objective == "all_positions" and (self.mode != "items" or self.pooling != "last"):
+            raise ValueError("objective=all_positions needs mode=items and pooling=last (and a causal teacher: "
+                             "causal=true for an encoder)")
+        return self
 
     def architecture(self) -> TeacherParams:
         return TeacherParams(**self.model_dump(include=set(TeacherParams.model_fields)))

@@ -24,9 +24,12 @@ def ray_cluster():
     """One real local Ray (2 CPUs on 127.0.0.1) for every test that needs it; started on first use."""
     import os
 
+    from rdistill.ray_runtime import RAY_ENV_DEFAULTS
+
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    # Serve's proxy gets longer than its default to report ready: on a loaded 2-core machine it can miss it
-    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
+    # the environment rdistill's own ensure_ray gives a cluster it starts (Serve's proxy timeout and switches)
+    for name, value in RAY_ENV_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, address="local")

@@ -102,3 +102,72 @@ def test_left_padding_does_not_change_a_users_scores(tiny_backbone, pooling):
     short = torch.tensor([[0, 0, 0, 1, 2, 3]])
     batched = torch.cat([short, torch.tensor([[4, 5, 6, 7, 8, 9]])])
     torch.testing.assert_close(teacher.scores(short)[0], teacher.scores(batched)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_causal_attention_bias_blocks_the_future_and_padding():
+    from rdistill.models.lm_teacher import causal_attention_bias
+
+    bias = causal_attention_bias(torch.tensor([[0, 1, 1]]), torch.float32)
+    blocked = torch.finfo(torch.float32).min
+    # row i: which positions position i may read (0) -- padding only itself, real items themselves and earlier
+    # real items, never later ones
+    expected = torch.tensor([[0.0, blocked, blocked],
+                             [blocked, 0.0, blocked],
+                             [blocked, 0.0, 0.0]])
+    assert bias.shape == (1, 1, 3, 3)
+    torch.testing.assert_close(bias[0, 0], expected)
+
+
+def test_a_causal_teacher_never_reads_later_items(tiny_backbone):
+    teacher, _ = build_teacher(TeacherParams(model=tiny_backbone, causal=True), items_table(), MAX_LEN)
+    teacher.eval()
+    history = torch.tensor([[0, 0, 1, 2, 3, 4]])
+    changed = torch.tensor([[0, 0, 1, 2, 9, 10]])  # the same first two items, different later ones
+    states, _ = teacher.hidden_states(history)
+    changed_states, _ = teacher.hidden_states(changed)
+    torch.testing.assert_close(states.last_hidden_state[0, :2], changed_states.last_hidden_state[0, :2])
+    assert not torch.allclose(states.last_hidden_state[0, 2:], changed_states.last_hidden_state[0, 2:])
+
+    bidirectional, _ = build_teacher(TeacherParams(model=tiny_backbone), items_table(), MAX_LEN)
+    bidirectional.load_state_dict(teacher.state_dict())
+    bidirectional.eval()
+    plain, _ = bidirectional.hidden_states(history)
+    plain_changed, _ = bidirectional.hidden_states(changed)
+    assert not torch.allclose(plain.last_hidden_state[0, :2], plain_changed.last_hidden_state[0, :2])
+
+
+def test_all_positions_loss_is_the_mean_of_every_prefix_loss(tiny_backbone):
+    """One pass over [a, b, c] with target d equals the last-position losses of the prefixes [a]->b, [a, b]->c
+    and [a, b, c]->d, averaged (position ids count real items, so a prefix alone reads exactly the same)."""
+    torch.manual_seed(0)
+    teacher, _ = build_teacher(TeacherParams(model=tiny_backbone, causal=True, dropout=0.0), items_table(), MAX_LEN)
+    teacher.eval()
+    history, target = torch.tensor([[0, 0, 0, 5, 7, 2]]), torch.tensor([9])
+    prefixes = torch.tensor([[0, 0, 0, 0, 0, 5], [0, 0, 0, 0, 5, 7], [0, 0, 0, 5, 7, 2]])
+    by_prefix = torch.nn.functional.cross_entropy(teacher.scores(prefixes), torch.tensor([7, 2, 9]))
+    torch.testing.assert_close(teacher(history, target, all_positions=True), by_prefix, rtol=1e-5, atol=1e-6)
+    # and batched with a longer history, each row still counts only its real positions
+    batch = torch.cat([history, torch.tensor([[1, 2, 3, 4, 5, 6]])])
+    loss = teacher.all_positions_loss(batch, torch.tensor([9, 7]))
+    longer = torch.tensor([[0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 1, 2], [0, 0, 0, 1, 2, 3], [0, 0, 1, 2, 3, 4],
+                           [0, 1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 6]])
+    every = torch.nn.functional.cross_entropy(torch.cat([teacher.scores(prefixes), teacher.scores(longer)]),
+                                              torch.tensor([7, 2, 9, 2, 3, 4, 5, 6, 7]))
+    torch.testing.assert_close(loss, every, rtol=1e-5, atol=1e-6)
+
+
+def test_all_positions_needs_a_causal_teacher(tiny_backbone):
+    teacher, _ = build_teacher(TeacherParams(model=tiny_backbone), items_table(), MAX_LEN)
+    with pytest.raises(ConfigError, match="causal"):
+        teacher.all_positions_loss(histories(), torch.tensor([1, 2, 3]))
+    with pytest.raises(ConfigError, match="causal=true needs teacher.mode=items"):
+        build_teacher(TeacherParams(model=tiny_backbone, causal=True, mode="text"), items_table(), MAX_LEN)
+
+
+def test_a_causal_teacher_saves_and_loads_causal(tiny_backbone, tmp_path):
+    teacher, tokenizer = build_teacher(TeacherParams(model=tiny_backbone, causal=True), items_table(), MAX_LEN)
+    teacher.eval()
+    save_teacher(teacher, tokenizer, tmp_path / "teacher")
+    loaded, _ = load_teacher(tmp_path / "teacher")
+    assert loaded.causal_mask
+    torch.testing.assert_close(loaded.scores(histories()), teacher.scores(histories()))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rdistill.config import Config
-from rdistill.data.dataset import load_dataset_info, load_split
+from rdistill.data.dataset import load_dataset_info, load_split, sequence_window_rows
 from rdistill.errors import ArtifactError, ConfigError
 from rdistill.evaluate import evaluate_scorer
 from rdistill.models.lm_teacher import load_teacher
@@ -74,7 +74,33 @@ def test_zero3_runs_and_consolidates(ray_cluster, tiny_root, tiny_backbone, tmp_
     assert metrics["valid"]["ndcg_at_10"] == pytest.approx(metrics["history"][-1]["valid_ndcg_at_10"], abs=1e-9)
 
 
+def test_a_causal_teacher_trains_on_every_position_of_fewer_rows(ray_cluster, tiny_root, tiny_backbone, tmp_path):
+    config = teacher_config(tiny_root, tmp_path, tiny_backbone, "teacher.epochs=2", "teacher.patience=2",
+                            "teacher.causal=true", "teacher.objective=all_positions")
+    dataset_dir = tmp_path / "dataset"
+    info = load_dataset_info(dataset_dir)
+    train = load_split(dataset_dir, "train", info.max_len)
+    windows = len(sequence_window_rows(train.user_idx, info.max_len))
+    assert windows < len(train) / 3  # each window row is read at every position: far fewer rows than prefixes
+    result = train_teacher(config)
+    metrics = json.loads((result.checkpoint_dir / "metrics.json").read_text())
+    history = metrics["history"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert [row["global_step"] for row in history] == [windows // 2 // 16, 2 * (windows // 2 // 16)]
+    teacher, _ = load_teacher(result.checkpoint_dir)
+    assert teacher.causal_mask
+    best = max(history, key=lambda row: row["valid_ndcg_at_10"])
+    valid = load_split(dataset_dir, "valid", info.max_len)
+    assert evaluate_scorer(teacher.scores, valid, [10])["ndcg_at_10"] == pytest.approx(best["valid_ndcg_at_10"],
+                                                                                     abs=1e-9)
+
+
 class TestBadInputStopsBeforeWorkers:
+    def test_all_positions_on_a_bidirectional_encoder(self, tiny_root, tiny_backbone):
+        config = tiny_config(tiny_root, f"teacher.model={tiny_backbone}", "teacher.objective=all_positions")
+        with pytest.raises(ConfigError, match="needs a causal teacher.*set teacher.causal=true"):
+            check_teacher_inputs(config)
+
     def test_missing_tables(self, tmp_path, tiny_backbone):
         config = tiny_config(tmp_path, f"teacher.model={tiny_backbone}")
         with pytest.raises(ArtifactError, match="dataset/items.parquet is missing"):

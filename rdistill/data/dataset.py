@@ -88,8 +88,11 @@ def sequence_windows(train: SplitTensors) -> SplitTensors:
     max_len - 1 rows before it. So keep the user's last row and every max_len-th row before it: a causal
     student trained on these with all_positions_loss sees each target once per epoch, max_len times cheaper.
     """
-    max_len = train.history.shape[1]
-    user = train.user_idx
+    return train.select(sequence_window_rows(train.user_idx, train.history.shape[1]))
+
+
+def sequence_window_rows(user: torch.Tensor, max_len: int) -> torch.Tensor:
+    """Positions of the rows sequence_windows keeps, given each train row's user_idx (rows grouped by user)."""
     is_last_of_user = torch.ones(len(user), dtype=torch.bool)
     is_last_of_user[:-1] = user[1:] != user[:-1]
     # rows_to_end[r] = how many rows of the same user come after r (rows are grouped by user, in order)
@@ -97,7 +100,7 @@ def sequence_windows(train: SplitTensors) -> SplitTensors:
     last_row = torch.where(is_last_of_user, positions, torch.full_like(positions, len(user)))
     last_row = torch.flip(torch.cummin(torch.flip(last_row, [0]), 0).values, [0])
     rows_to_end = last_row - positions
-    return train.select(torch.nonzero(rows_to_end % max_len == 0).flatten())
+    return torch.nonzero(rows_to_end % max_len == 0).flatten()
 
 
 @dataclass

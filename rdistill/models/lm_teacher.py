@@ -11,6 +11,10 @@ Two input modes (TeacherParams.mode):
 In both, the user vector (last real position, or the mean over real positions for encoders with
 pooling=mean) is projected and scored against the same text-initialised item table; the loss is full-softmax
 cross-entropy over the catalogue, as for the students.
+
+A causal teacher (a decoder, or an encoder with ``causal=True``: a causal attention mask, so position j sees only
+positions <= j) can train on every next item of a history in one pass (``all_positions_loss``), the scheme that
+makes SASRec strong, instead of the last position of every prefix row.
 """
 
 from __future__ import annotations
@@ -57,7 +61,10 @@ def load_backbone(model: str):
 
 
 def is_decoder(backbone) -> bool:
-    config = backbone.config
+    return is_decoder_config(backbone.config)
+
+
+def is_decoder_config(config) -> bool:
     return bool(getattr(config, "is_decoder", False)) or config.model_type in {
         "llama", "qwen2", "qwen3", "mistral", "gpt2", "gpt_neox", "phi", "phi3", "gemma", "gemma2", "smollm3",
     } or any(name.endswith("ForCausalLM") for name in (config.architectures or []))
@@ -107,6 +114,10 @@ class LMTeacher(nn.Module):
         self.n_items = n_items
         self.max_len = max_len
         self.decoder = is_decoder(backbone)
+        if params.causal and params.mode != "items":
+            raise ConfigError("teacher.causal=true needs teacher.mode=items (a text prompt has no per-item positions)")
+        # an encoder made causal by its attention mask (decoders are causal by construction)
+        self.causal_mask = params.causal and not self.decoder
         # Frozen text part of the item table (the backbone's reading of each item's text) ...
         self.register_buffer("item_text_vectors", item_text_vectors.clone().float())
         # ... plus a learnable ID part that starts at zero, so training starts from the pure text table.
@@ -148,12 +159,22 @@ class LMTeacher(nn.Module):
         position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
         return {"inputs_embeds": inputs_embeds, "attention_mask": mask, "position_ids": position_ids}
 
+    @property
+    def causal(self) -> bool:
+        return self.decoder or self.causal_mask
+
     def hidden_states(self, history: torch.Tensor, output_hidden_states: bool = False):
+        """(backbone output, padding mask [B, T]) for a batch of histories."""
         inputs = self.backbone_inputs(history)
+        padding_mask = inputs["attention_mask"]
         if not self.decoder and "token_type_ids" not in inputs and "inputs_embeds" in inputs:
-            inputs["token_type_ids"] = torch.zeros_like(inputs["attention_mask"])
+            inputs["token_type_ids"] = torch.zeros_like(padding_mask)
+        if self.causal_mask:
+            inputs["attention_mask"] = causal_attention_bias(padding_mask, inputs["inputs_embeds"].dtype)
+        if self.decoder:
+            inputs["use_cache"] = False
         output = self.backbone(**inputs, output_hidden_states=output_hidden_states)
-        return output, inputs["attention_mask"]
+        return output, padding_mask
 
     def pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[B, T, width] -> [B, width]: the last position (inputs are left-padded) or the masked mean."""
@@ -162,9 +183,12 @@ class LMTeacher(nn.Module):
             return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
         return hidden[:, -1]
 
-    def forward(self, history: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, history: torch.Tensor, target: torch.Tensor | None = None,
+                all_positions: bool = False) -> torch.Tensor:
         """User vector [B, width]; with a target, the full-softmax cross-entropy loss instead (so a DeepSpeed
-        engine can be called as engine(history, target))."""
+        engine can be called as engine(history, target)): of the last position, or of every position."""
+        if target is not None and all_positions:
+            return self.all_positions_loss(history, target)
         user, _ = self.encode(history)
         if target is None:
             return user
@@ -178,6 +202,21 @@ class LMTeacher(nn.Module):
         user = self.output_projection(self.dropout(self.pool(output.last_hidden_state, mask)))
         hidden = {layer: self.pool(output.hidden_states[layer], mask) for layer in hidden_layers}
         return user, hidden
+
+    def all_positions_loss(self, history: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Causal teachers: full-softmax cross-entropy of the next item at every real position (position j
+        predicts history[j + 1], the last one the target), as the causal students train."""
+        if not self.causal:
+            raise ConfigError("the all_positions objective needs a causal teacher: teacher.causal=true for an "
+                              "encoder (decoders are causal)")
+        output, mask = self.hidden_states(history)
+        states = output.last_hidden_state  # [B, T, width]; T <= max_len (all-padding columns were dropped)
+        width = states.shape[1]
+        history = history[:, -self.max_len:]
+        next_items = torch.cat([history[:, 1:], target[:, None]], dim=1)[:, -width:]
+        real = mask.bool()  # left padding: a real item is always followed by a real one (or the target)
+        users = self.output_projection(self.dropout(states[real]))
+        return F.cross_entropy(self.logits(users), next_items[real])
 
     def logits(self, user: torch.Tensor, item_table: torch.Tensor | None = None) -> torch.Tensor:
         """[B, n_items + 1] dot products of user vectors with the item table, padding at -inf."""
@@ -229,6 +268,18 @@ class LMTeacher(nn.Module):
     def model_config(self) -> dict[str, Any]:
         return {"n_items": self.n_items, "max_len": self.max_len, "params": self.params.model_dump(mode="json"),
                 "width": self.backbone.config.hidden_size, "decoder": self.decoder}
+
+
+def causal_attention_bias(padding_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B, 1, T, T] additive attention bias: 0 where position i may attend to j (j <= i and j is a real item),
+    the dtype's minimum elsewhere. Hugging Face models take a prepared 4-D mask as it is. A padding position may
+    attend to itself, so no row is all-blocked (its output is never used)."""
+    length = padding_mask.shape[1]
+    earlier = torch.tril(torch.ones(length, length, dtype=torch.bool, device=padding_mask.device))
+    allowed = earlier[None] & padding_mask.bool()[:, None, :]
+    allowed |= torch.eye(length, dtype=torch.bool, device=padding_mask.device)[None]
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=padding_mask.device)
+    return bias.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
 
 
 def tokenize_items(tokenizer, texts: list[str], max_tokens: int) -> list[list[int]]:

@@ -33,7 +33,7 @@ from rdistill.artifacts import (
     file_sha256,
 )
 from rdistill.config import Config, config_to_dict
-from rdistill.data.dataset import SplitTensors, load_dataset_info, load_split, pad_histories
+from rdistill.data.dataset import SplitTensors, load_dataset_info, load_split, pad_histories, sequence_window_rows
 from rdistill.data.schema import SPLITS, read_table
 from rdistill.errors import ConfigError
 from rdistill.metrics import ranking_metrics
@@ -94,7 +94,15 @@ def check_teacher_inputs(config: Config) -> Path:
     root.pull(dataset_dir)
     for name in ("items", *SPLITS):
         read_table(dataset_dir, name)  # raises ArtifactError naming the missing or malformed table
-    resolve_backbone_path(config.teacher.model)
+    backbone_path = resolve_backbone_path(config.teacher.model)
+    if config.teacher.objective == "all_positions" and not config.teacher.causal:
+        from transformers import AutoConfig
+
+        from rdistill.models.lm_teacher import is_decoder_config
+
+        if not is_decoder_config(AutoConfig.from_pretrained(str(backbone_path), local_files_only=True)):
+            raise ConfigError(f"teacher.objective=all_positions needs a causal teacher, but {config.teacher.model!r} "
+                              "is an encoder: set teacher.causal=true (a causal attention mask), or use a decoder")
     ds_config = deepspeed_config(config)
     if not config.teacher.use_gpu:
         for precision in ("fp16", "bf16"):
@@ -255,6 +263,7 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
     node_ids = _worker_node_ids(world)
     valid = loop["valid"]
     progress_every = max(1, micro_batches // 10)
+    all_positions = teacher_cfg.objective == "all_positions"
     shard = ray.train.get_dataset_shard("train")
     root = open_root(loop["artifact_root"])  # on another node a URI root is opened there: the marker lives remotely
     for epoch in range(state["epoch"] + 1, teacher_cfg.epochs + 1):
@@ -269,7 +278,7 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
                 break  # every worker stops at the same count, or the collectives would wait forever
             history = torch.from_numpy(pad_histories(table.column("history"), max_len)).to(engine.device)
             target = torch.from_numpy(table.column("target").to_numpy().astype(np.int64)).to(engine.device)
-            loss = engine(history, target)
+            loss = engine(history, target, all_positions=all_positions)
             engine.backward(loss)
             engine.step()
             loss_sum, seen = loss_sum + loss.item(), seen + 1
@@ -359,8 +368,17 @@ def train_teacher(config: Config) -> TeacherResult:
     ensure_ray()
     ray.data.DataContext.get_current().enable_progress_bars = False  # one line per epoch is enough in logs
     # a URI root is read by Ray Data's tasks straight from the object store, on whichever node they run
-    train_path, filesystem = root.location("dataset/train.parquet")
-    train_rows = ray.data.read_parquet(train_path, filesystem=filesystem, columns=["history", "target"])
+    if teacher_cfg.objective == "all_positions":
+        # a few rows per user, each read at every position (see sequence_windows): chosen here, shipped as a table
+        table = pq.read_table(dataset_dir / "train.parquet", columns=["user_idx", "history", "target"])
+        user_idx = torch.from_numpy(table.column("user_idx").to_numpy().astype(np.int64))
+        rows = sequence_window_rows(user_idx, info.max_len).numpy()
+        train_rows = ray.data.from_arrow(table.take(rows).select(["history", "target"]))
+        train_row_count = len(rows)
+    else:
+        train_path, filesystem = root.location("dataset/train.parquet")
+        train_rows = ray.data.read_parquet(train_path, filesystem=filesystem, columns=["history", "target"])
+        train_row_count = pq.ParquetFile(dataset_dir / "train.parquet").metadata.num_rows  # footer only
     # Ray Train checkpoints go where the root lives (for a URI, the object store itself): workers on any node
     # upload them there, and a rerun on another machine finds the run by its name and resumes from its latest
     storage_path, storage_filesystem = root.location("teacher/ray")
@@ -372,7 +390,7 @@ def train_teacher(config: Config) -> TeacherResult:
             "item_text_vectors": vectors,
             "valid": valid,
             "max_len": info.max_len,
-            "train_rows": pq.ParquetFile(dataset_dir / "train.parquet").metadata.num_rows,  # footer only
+            "train_rows": train_row_count,
             "deepspeed": deepspeed_config(config),
             "artifact_root": config.worker_artifact_root(),
         },
