@@ -61,8 +61,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--skip-teacher", action="store_true", help="do not build and time the teacher")
     parser.add_argument("--skip-autoscaling", action="store_true")
     parser.add_argument("--serve-env", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="environment for the local Ray cluster, e.g. Serve's tuning switches "
-                             "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0")
+                        help="environment for the local Ray cluster, over rdistill's defaults "
+                             "(rdistill.ray_runtime.RAY_ENV_DEFAULTS), e.g. RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=1")
     parser.add_argument("--access-log", action="store_true",
                         help="keep Serve's per-request access log on (rdistill's default is off)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "serve.json")
@@ -243,7 +243,10 @@ def bench_servers(args, bodies: list[bytes]) -> tuple[list[dict], dict | None]:
     for assignment in args.serve_env:  # before ray.init: Serve's processes read these at start-up
         key, _, value = assignment.partition("=")
         os.environ[key] = value
-    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")  # a busy 2-core machine starts slowly
+    from rdistill.ray_runtime import RAY_ENV_DEFAULTS
+
+    for key, value in RAY_ENV_DEFAULTS.items():  # what `rdistill serve` runs with (proxy patience, Serve switches)
+        os.environ.setdefault(key, value)
     bare, bare_url = start_bare(args.model_dir)
     # "local": a cluster of our own, never one another process left running on this machine
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="warning", log_to_driver=False)
@@ -424,6 +427,7 @@ def main() -> None:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
 
     report["comparisons"], report["autoscaling"] = bench_servers(args, bodies)
+    report["ray_serve_env"] = {key: os.environ.get(key) for key in sorted(os.environ) if key.startswith("RAY_SERVE_")}
     save(False)
     log("student and teacher in-process")
     report["models"] = bench_models(args)

@@ -53,7 +53,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "artifacts" / "bench-teacher")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "teacher.json")
     parser.add_argument("overrides", nargs="*", help="extra config overrides, key.sub=value")
-    return parser.parse_args()
+    return parser.parse_intermixed_args()
 
 
 def config_for(args: argparse.Namespace, *extra: str):
