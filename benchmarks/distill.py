@@ -66,6 +66,9 @@ def parse_args() -> argparse.Namespace:
                              "distill/summary.json when present)")
     parser.add_argument("--name", default="",
                         help="a variant of the benchmark (e.g. another teacher): results go under <dataset>/<name>")
+    parser.add_argument("--plain-runs-from", default=None, metavar="ENTRY",
+                        help="take the plain-* runs (which never read the teacher) from another entry of --out, "
+                             "e.g. amazon-scientific, when both were prepared from the same data")
     parser.add_argument("--teacher-entry", default=None,
                         help="the teacher row's entry in benchmarks/results/teacher.json (default "
                              "quality/<dataset>/items)")
@@ -181,6 +184,10 @@ def main() -> int:
     entry = f"{args.dataset}/{args.name}" if args.name else args.dataset
     report = results.get(entry, {})
     runs = report.get("runs", {})
+    if args.plain_runs_from:  # plain students never read the teacher: the same data gives the same runs
+        runs.update({key: run for key, run in results[args.plain_runs_from]["runs"].items()
+                     if key.startswith("plain-")})
+        report["plain_runs_from"] = args.plain_runs_from
     weights, source = tuned_weights(args)
     teacher = teacher_quality(args)
     for seed in args.seeds:
@@ -190,7 +197,7 @@ def main() -> int:
                 continue
             logging.info("benchmark run %s/%s", args.dataset, key)
             runs[key] = run_one(args, variant, seed, weights)
-            report = {"commands": sorted(set(report.get("commands", [])) | {command}), "weights": weights,
+            report = {**report, "commands": sorted(set(report.get("commands", [])) | {command}), "weights": weights,
                       "weights_from": source, "runs": runs, "summary": summarise(runs, teacher, weights),
                       "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
             results[entry] = report
