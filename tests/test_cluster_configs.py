@@ -101,3 +101,16 @@ def test_every_job_module_named_in_the_docs_exists():
     text = (REPO_ROOT / "README.md").read_text() + (CLUSTER / "README.md").read_text()
     for module in set(re.findall(r"python -m (jobs\.\w+)", text)):
         assert (REPO_ROOT / (module.replace(".", "/") + ".py")).is_file(), module
+
+
+def test_rayservice_nodes_get_serves_throughput_switches():
+    from rdistill.ray_runtime import RAY_ENV_DEFAULTS
+
+    service = load(CLUSTER / "kuberay" / "rayservice.yaml")
+    cluster = service["spec"]["rayClusterConfig"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    switches = {k: v for k, v in RAY_ENV_DEFAULTS.items() if k.startswith("RAY_SERVE_RUN_") or "LOG_BUFFER" in k}
+    assert len(switches) == 3
+    for group in groups:
+        env = {item["name"]: item.get("value") for item in group["template"]["spec"]["containers"][0]["env"]}
+        assert {name: env.get(name) for name in switches} == switches
