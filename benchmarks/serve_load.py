@@ -243,10 +243,9 @@ def bench_servers(args, bodies: list[bytes]) -> tuple[list[dict], dict | None]:
     for assignment in args.serve_env:  # before ray.init: Serve's processes read these at start-up
         key, _, value = assignment.partition("=")
         os.environ[key] = value
-    from rdistill.ray_runtime import RAY_ENV_DEFAULTS
+    from rdistill.ray_runtime import set_env_defaults
 
-    for key, value in RAY_ENV_DEFAULTS.items():  # what `rdistill serve` runs with (proxy patience, Serve switches)
-        os.environ.setdefault(key, value)
+    set_env_defaults()  # what `rdistill serve` runs with (proxy patience, Serve switches)
     bare, bare_url = start_bare(args.model_dir)
     # "local": a cluster of our own, never one another process left running on this machine
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="warning", log_to_driver=False)

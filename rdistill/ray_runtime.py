@@ -28,6 +28,12 @@ def ensure_ray(address: str | None = None) -> None:
 
     if ray.is_initialized():
         return
+    set_env_defaults()
+    ray.init(address=address)
+
+
+def set_env_defaults() -> None:
+    """RAY_ENV_DEFAULTS into this process's environment, keeping any value the user exported; call it before
+    starting Ray, whose processes inherit the environment."""
     for name, value in RAY_ENV_DEFAULTS.items():
         os.environ.setdefault(name, value)
-    ray.init(address=address)

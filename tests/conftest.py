@@ -24,12 +24,10 @@ def ray_cluster():
     """One real local Ray (2 CPUs on 127.0.0.1) for every test that needs it; started on first use."""
     import os
 
-    from rdistill.ray_runtime import RAY_ENV_DEFAULTS
+    from rdistill.ray_runtime import set_env_defaults
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    # the environment rdistill's own ensure_ray gives a cluster it starts (Serve's proxy timeout and switches)
-    for name, value in RAY_ENV_DEFAULTS.items():
-        os.environ.setdefault(name, value)
+    set_env_defaults()  # the environment ensure_ray gives a cluster it starts (Serve's proxy timeout and switches)
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, address="local")

@@ -102,7 +102,7 @@ class SequentialRecommender(nn.Module):
         which is also how many train rows before this one the prefix ending there is (see distill/train.py)."""
         states = self.sequence_states(history)
         width = states.shape[1]
-        next_items = torch.cat([history[:, 1:], target[:, None]], dim=1)[:, -width:]
+        next_items = next_items_at_positions(history, target, width)
         real = (history != PADDING_IDX)[:, -width:]  # left padding: a real item is followed by a real one
         steps_back = torch.arange(width - 1, -1, -1, device=history.device).expand_as(real)
         logits = states[real] @ self.item_embeddings().T
@@ -117,3 +117,8 @@ class SequentialRecommender(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+
+def next_items_at_positions(history: torch.Tensor, target: torch.Tensor, width: int) -> torch.Tensor:
+    """[B, width]: the item each of the last `width` positions of a history should predict (history[j + 1]; the
+    target for the last position). Shared by the causal students and the causal teacher."""
+    return torch.cat([history[:, 1:], target[:, None]], dim=1)[:, -width:]

