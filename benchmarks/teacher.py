@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -128,20 +129,34 @@ def throughput(args: argparse.Namespace) -> dict:
     config = config_for(args, f"teacher.max_steps_per_epoch={args.steps}", "teacher.epochs=1",
                         "teacher.max_eval_rows=64")
     dataset_dir = ensure_dataset(config)
+    # a fresh run every time: the run's name comes from its config, so a kept folder would resume the last
+    # measurement's finished run instead of training
+    shutil.rmtree(config.artifact_path() / "teacher", ignore_errors=True)
     torch.set_num_threads(os.cpu_count() or 1)
-    single = single_process_samples_per_second(config, dataset_dir, args.steps, args.batch_size * args.workers)
+    # the same samples per optimizer step on both sides
+    single_batch = args.batch_size * args.workers * config.teacher.gradient_accumulation_steps
+    # the single-process loop runs before and after the Ray run (with Ray shut down), so a drift in the
+    # machine's speed during the measurement shows up as a spread instead of skewing the ratio
+    single_before = single_process_samples_per_second(config, dataset_dir, args.steps, single_batch)
     result = train_teacher(config)
+    import ray
+    ray.shutdown()
+    single_after = single_process_samples_per_second(config, dataset_dir, args.steps, single_batch)
+    single = (single_before + single_after) / 2
     history = json.loads((result.checkpoint_dir / "metrics.json").read_text())["history"]
     # rank 0's training steps after its first one (Ray Data start-up, warm-up and validation excluded), times
     # the number of workers: every worker runs the same number of equal-sized steps in lockstep
     distributed = history[0]["worker_samples_per_second"] * args.workers
     return {
         "dataset": args.dataset, "mode": args.mode, "steps": args.steps, "batch_size_per_worker": args.batch_size,
+        "gradient_accumulation_steps": config.teacher.gradient_accumulation_steps,
         "workers": args.workers, "cpus": os.cpu_count(), "zero_stage": config.teacher.zero_stage,
-        "single_process_samples_per_s": single, "ray_deepspeed_samples_per_s": distributed,
+        "single_process_samples_per_s": single,
+        "single_process_samples_per_s_before_after": [single_before, single_after],
+        "ray_deepspeed_samples_per_s": distributed,
         "ratio": distributed / single,
         "note": "both exclude start-up: the single-process loop skips two warm-up steps, the Ray workers their "
-                "first step",
+                "first step; the single-process rate is the mean of a run before and one after the Ray run",
     }
 
 
