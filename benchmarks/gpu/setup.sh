@@ -11,8 +11,9 @@ for info in z.infolist():
     if mode and not info.is_dir():
         os.chmod(path, mode)
 PY
-rm -rf /tmp/stage/ds && mkdir -p /tmp/stage/ds && tar xzf .whl/deepspeed-0.19.8.tar.gz -C /tmp/stage/ds
-(cd /tmp/stage/ds/deepspeed-0.19.8 && DS_BUILD_OPS=0 python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/site . 2>&1 | tail -3)
+# DeepSpeed ships as a source archive only (stage.sh fetches the version installed here); its ops are left unbuilt
+rm -rf /tmp/stage/ds && mkdir -p /tmp/stage/ds && tar xzf .whl/deepspeed-*.tar.gz -C /tmp/stage/ds
+(cd /tmp/stage/ds/deepspeed-* && DS_BUILD_OPS=0 python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/site . 2>&1 | tail -3)
 cp -r .gpu/model /tmp/stage/model
 export PYTHONPATH=/tmp/site
 python3 --version; nvidia-smi -L
