@@ -32,7 +32,6 @@ import os
 import platform
 import shlex
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -340,35 +339,20 @@ def autoscaling_step(serve, settings, base: str, bodies: list[bytes], args) -> d
 # ---------------------------------------------------------------------------------------------------- models
 
 
-def median_latency_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return round(statistics.median(times) * 1000, 3)
-
-
 def bench_models(args) -> dict:
     """Latency of scoring one history (full catalogue) in-process, single thread, and parameter counts."""
     import pyarrow.parquet as pq
     import torch
 
-    from rdistill.data.dataset import pad_history_lists
     from rdistill.export import load_exported
+    from rdistill.tradeoff import sample_history, scoring_latency_ms
 
-    torch.set_num_threads(1)
     exported = load_exported(args.model_dir)
     student = exported.model
-    histories = [h for h in pq.read_table(args.dataset_dir / "test.parquet", columns=["history"])
-                 .column("history").to_pylist() if h]
-    history = max(histories[:200], key=len)  # a long real history: the costlier case for both models
-    with torch.inference_mode():
-        padded = pad_history_lists([history], student.max_len)
-        result = {"history_length": min(len(history), student.max_len), "torch_threads": 1,
-                  "student": {"name": exported.name, "parameters": student.num_parameters(),
-                              "latency_ms": median_latency_ms(lambda: student.scores(padded), 200)}}
+    history = sample_history(args.dataset_dir / "test.parquet", student.n_items, student.max_len)
+    result = {"history_length": min(len(history), student.max_len), "torch_threads": 1,
+              "student": {"name": exported.name, "parameters": student.num_parameters(),
+                          "latency_ms": scoring_latency_ms(student, history, repeats=200, budget_s=60.0)}}
     if args.skip_teacher:
         result["teacher"] = "skipped (--skip-teacher)"
         return result
@@ -385,19 +369,15 @@ def bench_models(args) -> dict:
     items = pq.read_table(args.dataset_dir / "items.parquet")
     vectors = torch.randn(items.num_rows + 1, width)
     teacher, _ = build_teacher(params, items, student.max_len, item_text_vectors=vectors)
-    teacher.eval()
-    with torch.inference_mode():
-        teacher_ms = median_latency_ms(lambda: teacher.scores(padded), 30)
+    teacher_ms = scoring_latency_ms(teacher, history, repeats=30, budget_s=120.0)
     result["teacher"] = {"model": params.model, "mode": params.mode, "parameters": teacher.num_parameters(),
                          "latency_ms": teacher_ms}
     # for reference: the same backbone reading the history as text (a prompt of item titles), as an LLM would
     text_params = TeacherParams(mode="text")
     text_teacher, _ = build_teacher(text_params, items, student.max_len, item_text_vectors=vectors)
-    text_teacher.eval()
-    with torch.inference_mode():
-        result["teacher_text_mode"] = {"parameters": text_teacher.num_parameters(), "prompt_max_tokens":
-                                       text_params.prompt_max_tokens,
-                                       "latency_ms": median_latency_ms(lambda: text_teacher.scores(padded), 10)}
+    result["teacher_text_mode"] = {"parameters": text_teacher.num_parameters(),
+                                   "prompt_max_tokens": text_params.prompt_max_tokens,
+                                   "latency_ms": scoring_latency_ms(text_teacher, history, repeats=10, budget_s=120.0)}
     result["student_over_teacher"] = {
         "latency": round(result["student"]["latency_ms"] / teacher_ms, 4),
         "parameters": round(result["student"]["parameters"] / teacher.num_parameters(), 4)}

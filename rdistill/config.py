@@ -336,10 +336,21 @@ class TuneConfig(StrictModel):
     # Dotted config keys -> dimensions; empty means default_search_space(). Any config key may be searched,
     # student.name included (a choice of students).
     space: dict[str, SearchDimension] = Field(default_factory=dict)
+    # quality: maximise the validation metric (eval.select_metric). quality_latency: also minimise each trial's
+    # measured per-request scoring latency (multi-objective TPE; search student.* keys for latency to vary);
+    # the Pareto front is saved to pareto.json and the winner is the best on validation within latency_budget_ms.
+    objective: Literal["quality", "quality_latency"] = "quality"
+    latency_budget_ms: float | None = Field(None, gt=0)  # quality_latency only; None: no budget
     export: bool = True  # export the winner to serving/model/
 
     def search_space(self) -> dict[str, SearchDimension]:
         return self.space or default_search_space()
+
+    @model_validator(mode="after")
+    def _budget_needs_latency(self) -> TuneConfig:
+        if self.latency_budget_ms is not None and self.objective != "quality_latency":
+            raise ValueError("latency_budget_ms needs objective: quality_latency (set tune.objective=quality_latency)")
+        return self
 
 
 class Config(StrictModel):

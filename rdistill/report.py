@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from rdistill.artifacts import MANIFEST_NAME, ArtifactLayout, atomic_dir, read_json
 from rdistill.errors import ArtifactError
+from rdistill.tradeoff import pareto_front, sample_history, scoring_latency_ms
 
 if TYPE_CHECKING:
     from rdistill.config import Config
@@ -241,41 +242,7 @@ def tradeoff_points(found: Artifacts) -> list[ModelRow]:
     return [point for point in points if _number(point.valid.get("ndcg_at_10")) is not None]
 
 
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats on both (lower x, higher y), in increasing x."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front, best_y = [], -math.inf
-    for index in order:
-        if points[index][1] > best_y:
-            front.append(index)
-            best_y = points[index][1]
-    return front
-
-
 # ---------------------------------------------------------------------------------------------------- latency
-
-
-def _median_ms(fn: Callable[[], Any], repeats: int, budget_s: float) -> float:
-    fn()  # warm-up: first-call allocations and lazy initialisation
-    times: list[float] = []
-    deadline = time.perf_counter() + budget_s
-    while len(times) < repeats and (not times or time.perf_counter() < deadline):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return round(statistics.median(times) * 1000, 3)
-
-
-def _sample_history(layout: ArtifactLayout, n_items: int, max_len: int) -> list[int]:
-    """The longest of the first 200 validation histories: a real user, and the costlier case for both models."""
-    path = layout.table("valid")
-    if path.is_file():
-        import pyarrow.parquet as pq
-
-        histories = [h for h in pq.read_table(path, columns=["history"]).column("history").to_pylist()[:200] if h]
-        if histories:
-            return max(histories, key=len)[-max_len:]
-    return list(range(1, min(n_items, max_len) + 1))
 
 
 def latency_key(found: Artifacts) -> dict[str, Any]:
@@ -286,35 +253,23 @@ def latency_key(found: Artifacts) -> dict[str, Any]:
 
 def measure_latency(found: Artifacts, student_repeats: int = 50, teacher_repeats: int = 10) -> dict[str, Any]:
     """Median milliseconds for one history scored against the whole catalogue, CPU, one torch thread."""
-    import torch
-
-    from rdistill.data.dataset import pad_history_lists
     from rdistill.export import load_exported
 
     layout = ArtifactLayout(found.root)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # comparable across machines; serving replicas also run one thread
-    try:
-        exported = load_exported(layout.serving_model_dir)
-        student = exported.model
-        history = _sample_history(layout, student.n_items, student.max_len)
-        result: dict[str, Any] = {
-            "key": latency_key(found), "device": "cpu", "torch_threads": 1, "history_length": len(history),
-            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        with torch.inference_mode():
-            padded = pad_history_lists([history], student.max_len)
-            result["student"] = {"name": exported.name, "version": exported.version,
-                                 "latency_ms": _median_ms(lambda: student.scores(padded), student_repeats, 5.0)}
-            if (layout.teacher_checkpoint_dir / "model.safetensors").is_file():
-                from rdistill.models.lm_teacher import load_teacher
+    exported = load_exported(layout.serving_model_dir)
+    student = exported.model
+    history = sample_history(layout.table("valid"), student.n_items, student.max_len)
+    result: dict[str, Any] = {
+        "key": latency_key(found), "device": "cpu", "torch_threads": 1, "history_length": len(history),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "student": {"name": exported.name, "version": exported.version,
+                    "latency_ms": scoring_latency_ms(student, history, student_repeats, 5.0)},
+    }
+    if (layout.teacher_checkpoint_dir / "model.safetensors").is_file():
+        from rdistill.models.lm_teacher import load_teacher
 
-                teacher, _ = load_teacher(layout.teacher_checkpoint_dir)
-                teacher_padded = pad_history_lists([history[-teacher.max_len:]], teacher.max_len)
-                result["teacher"] = {"latency_ms": _median_ms(lambda: teacher.scores(teacher_padded),
-                                                              teacher_repeats, 20.0)}
-    finally:
-        torch.set_num_threads(threads)
+        teacher, _ = load_teacher(layout.teacher_checkpoint_dir)
+        result["teacher"] = {"latency_ms": scoring_latency_ms(teacher, history, teacher_repeats, 20.0)}
     return result
 
 

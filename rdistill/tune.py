@@ -8,6 +8,10 @@ the winner is exported to serving/model/ (rdistill/export.py).
 
 The campaign lives under <artifact_root>/tune/<tune.name>/. Running the same command again after an
 interruption restores it with Tuner.restore: finished trials are kept, unfinished ones resume.
+
+With tune.objective=quality_latency every trial also reports its per-request scoring latency and Optuna's TPE
+searches both objectives; the Pareto front goes to pareto.json and the winner is the best on validation within
+tune.latency_budget_ms. A finished campaign can be re-run with another budget: only the winner changes.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +34,8 @@ log = logging.getLogger(__name__)
 
 CAMPAIGN_FILE = "campaign.json"  # what the campaign was started with; a restore must match it
 SUMMARY_FILE = "summary.json"
+PARETO_FILE = "pareto.json"  # tune.objective=quality_latency: the trials no other beats on quality and latency
+LATENCY_METRIC = "latency_ms"  # per-request scoring latency (rdistill/tradeoff.py), reported by every epoch
 
 
 class CampaignInterrupted(RdistillError):
@@ -80,13 +87,20 @@ def run_trial(trial_params: dict[str, Any], base: dict[str, Any]) -> None:
 
     from rdistill.distill.train import EpochReport, train_student
     from rdistill.models import save_student
+    from rdistill.tradeoff import sample_history, scoring_latency_ms
 
     config = trial_config(base, trial_params)
     metric_prefix = "valid_"
     node_id = ray.get_runtime_context().get_node_id()  # where the trial ran: summary.json shows how trials spread
+    latency: dict[str, float] = {}
 
     def report(epoch_report: EpochReport) -> None:
-        metrics = {"epoch": epoch_report.epoch, "node_id": node_id,
+        model = epoch_report.model
+        if config.tune.objective == "quality_latency" and not latency:  # the architecture's cost: timed once
+            history = sample_history(ArtifactLayout(config.storage().local).table("valid"), model.n_items,
+                                     model.max_len)
+            latency[LATENCY_METRIC] = scoring_latency_ms(model, history)
+        metrics = {"epoch": epoch_report.epoch, "node_id": node_id, **latency,
                    **{(key if key.startswith(("train_loss", "loss_")) else metric_prefix + key): value
                       for key, value in epoch_report.metrics.items()}}
         if epoch_report.improved:
@@ -127,7 +141,8 @@ def _campaign_key(config: Config) -> str:
     """What a restored campaign must share with the original: config (minus tune bookkeeping) and inputs."""
     root = config.storage()
     relevant = config_to_dict(config)
-    relevant["tune"].pop("export", None)
+    for choice_only in ("export", "latency_budget_ms"):  # they change what is done with the trials, not the trials
+        relevant["tune"].pop(choice_only, None)
     inputs = {"train": file_sha256(ArtifactLayout(root.local).table("train"))}
     signals_manifest = root.read_bytes(f"signals/{MANIFEST_NAME}")
     if signals_manifest is not None:
@@ -151,23 +166,27 @@ def _tuner(config: Config, restore: bool):
         return tune.Tuner.restore(storage_path, trainable=trainable, resume_unfinished=True, resume_errored=True,
                                   storage_filesystem=filesystem)
     space = {key: _tune_dimension(dimension) for key, dimension in tune_cfg.search_space().items()}
+    latency_too = tune_cfg.objective == "quality_latency"
+    # ASHA always stops trials on the validation metric; with two objectives only the searcher sees latency,
+    # and Tune's own metric stays unset (it would overwrite the searcher's pair)
+    on_metric = {"metric": metric, "mode": "max"}
     if tune_cfg.search == "tpe":
-        searcher = OptunaSearch(metric=metric, mode="max",
-                                sampler=optuna.samplers.TPESampler(seed=config.seed))
+        objectives = {"metric": [metric, LATENCY_METRIC], "mode": ["max", "min"]} if latency_too else on_metric
+        searcher = OptunaSearch(**objectives, sampler=optuna.samplers.TPESampler(seed=config.seed))
         search_alg = ConcurrencyLimiter(searcher, max_concurrent=tune_cfg.max_concurrent)
     else:
         search_alg = BasicVariantGenerator(random_state=config.seed, max_concurrent=tune_cfg.max_concurrent)
     if tune_cfg.scheduler == "asha":
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=tune_cfg.max_epochs,
                                   grace_period=min(tune_cfg.grace_period, tune_cfg.max_epochs),
-                                  reduction_factor=tune_cfg.reduction_factor)
+                                  reduction_factor=tune_cfg.reduction_factor, **(on_metric if latency_too else {}))
     else:
         scheduler = FIFOScheduler()
     return tune.Tuner(
         trainable,
         param_space=space,
-        tune_config=tune.TuneConfig(metric=metric, mode="max", search_alg=search_alg, scheduler=scheduler,
-                                    num_samples=tune_cfg.num_samples),
+        tune_config=tune.TuneConfig(**({} if latency_too else on_metric), search_alg=search_alg,
+                                    scheduler=scheduler, num_samples=tune_cfg.num_samples),
         run_config=tune.RunConfig(
             name=config.tune.name, storage_path=config.storage().location("tune")[0], storage_filesystem=filesystem,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=metric,
@@ -241,6 +260,12 @@ def _finish(config: Config, campaign_dir: Path, results, started: float, restore
     if not scored:
         errors = [str(result.error) for result in results if result.error][:3]
         raise RuntimeError(f"no trial of {campaign_dir} reported a checkpoint; first errors: {errors}")
+    pareto = None
+    if config.tune.objective == "quality_latency":
+        pareto = pareto_summary(trials, config.tune.latency_budget_ms)
+        atomic_write_json(campaign_dir / PARETO_FILE, pareto)
+        config.storage().push(campaign_dir / PARETO_FILE)
+        scored = within_latency_budget(scored, config.tune.latency_budget_ms, campaign_dir)
     best = max(scored, key=lambda result: max(m[metric] for _, m in result.best_checkpoints))
     checkpoint, best_metrics = max(best.best_checkpoints, key=lambda pair: pair[1][metric])
     params = {key: best.config[key] for key in config.tune.search_space()}
@@ -269,7 +294,11 @@ def _finish(config: Config, campaign_dir: Path, results, started: float, restore
     summary = {"metric": metric, "winner": {"trial_id": best.metrics.get("trial_id"), "params": params,
                                             "valid": valid, "test": test, "epoch": best_metrics.get("epoch")},
                "trials": trials, "restored": restored, "seconds": round(time.time() - started, 1),
-               "search": config.tune.search, "scheduler": config.tune.scheduler, "seed": config.seed}
+               "search": config.tune.search, "scheduler": config.tune.scheduler, "seed": config.seed,
+               "objective": config.tune.objective}
+    if pareto is not None:
+        summary["winner"][LATENCY_METRIC] = best.metrics.get(LATENCY_METRIC)
+        summary["pareto_front"] = [row["trial_id"] for row in pareto["front"]]
     atomic_write_json(campaign_dir / SUMMARY_FILE, summary)
     root.push(campaign_dir / SUMMARY_FILE)
     return TuneResult(campaign_dir, params, valid, test, serving_dir, trials, restored, checkpoint.path)
@@ -307,8 +336,36 @@ def trial_table(results, metric: str) -> list[dict[str, Any]]:
             "finished_at": (result.metrics or {}).get("timestamp"),  # unix time of the trial's last report
             "error": str(result.error) if result.error else None,
             "node_id": (result.metrics or {}).get("node_id"),  # the Ray node of the trial's last report
+            LATENCY_METRIC: (result.metrics or {}).get(LATENCY_METRIC),  # tune.objective=quality_latency only
         })
     return rows
+
+
+def pareto_summary(trials: list[dict[str, Any]], budget_ms: float | None) -> dict[str, Any]:
+    """pareto.json: the trials no other trial beats on both best validation metric and latency, fastest first."""
+    from rdistill.tradeoff import pareto_front
+
+    measured = [trial for trial in trials if trial["best"] is not None and trial[LATENCY_METRIC] is not None]
+    front = pareto_front([(trial[LATENCY_METRIC], trial["best"]) for trial in measured])
+    keep = ("trial_id", "best", LATENCY_METRIC, "params", "epochs")
+    return {"quality": "best validation metric of the trial (summary.json's metric)",
+            "latency": "median ms to score one validation history against the whole catalogue, CPU, one torch "
+                       "thread, measured inside the trial (other trials may have been running beside it)",
+            "latency_budget_ms": budget_ms,
+            "front": [{key: measured[index][key] for key in keep} for index in front],
+            "trials": [{key: trial[key] for key in keep} for trial in measured]}
+
+
+def within_latency_budget(scored: list, budget_ms: float | None, campaign_dir: Path) -> list:
+    """The trials whose measured latency fits the budget (all of them without one)."""
+    if budget_ms is None:
+        return scored
+    fitting = [result for result in scored if result.metrics.get(LATENCY_METRIC, math.inf) <= budget_ms]
+    if not fitting:
+        fastest = min(result.metrics.get(LATENCY_METRIC, math.inf) for result in scored)
+        raise ConfigError(f"no trial of {campaign_dir} scores within tune.latency_budget_ms={budget_ms} ms (the "
+                          f"fastest took {fastest} ms; see {PARETO_FILE}): raise the budget or search smaller students")
+    return fitting
 
 
 def tune_summary(result: TuneResult) -> dict[str, Any]:

@@ -18,7 +18,8 @@ from rdistill.data.prepare import prepare_dataset
 from rdistill.data.schema import read_table
 from rdistill.export import export_student
 from rdistill.models import build_student
-from rdistill.report import pareto_front, report_summary, write_report
+from rdistill.report import report_summary, write_report
+from rdistill.tradeoff import pareto_front
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 WINNER_VALID_NDCG = 0.23456789

@@ -539,7 +539,8 @@ def test_model_swap_under_load_drops_no_request(serve_url, model_dirs):
         deploy("swap", model_dirs[1])  # same app name, new model: Serve rolls the replicas over
         time.sleep(3)
     statuses = Counter(status for status, _ in stream.results)
-    assert statuses == {200: len(stream.results)}, statuses
+    failures = Counter(detail for status, detail in stream.results if status != 200)  # status or exception name
+    assert statuses == {200: len(stream.results)}, (statuses, failures)
     versions = [version for _, version in stream.results]
     assert versions[0] == old and versions[-1] == new and set(versions) == {old, new}
     assert set(versions[-10:]) == {new}  # after the swap only the new model answers

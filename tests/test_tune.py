@@ -119,3 +119,43 @@ def test_space_wider_than_the_signals_fails_before_any_trial(tiny_root, campaign
                              "tune.space={distill.top_k: {type: choice, values: [2, 10]}}")
     with pytest.raises(ConfigError, match="reaches 10 but the signals hold the teacher's top 4"):
         tune_students(config)
+
+
+def test_latency_objective_saves_the_pareto_front_and_picks_the_winner_within_the_budget(
+        ray_cluster, tiny_root, campaign_root):
+    space = ("tune.space={student.params.hidden_size: {type: choice, values: [4, 256]}, "
+             "train.lr: {type: loguniform, low: 0.001, high: 0.01}}")
+    overrides = [space, "tune.objective=quality_latency", "tune.scheduler=fifo", "tune.max_epochs=2"]
+    result = tune_students(campaign_config(tiny_root, campaign_root, *overrides))
+
+    pareto = json.loads((result.campaign_dir / "pareto.json").read_text())
+    points = pareto["trials"]
+    assert len(points) == 4 and all(point["latency_ms"] > 0 for point in points)
+    front_ids = {point["trial_id"] for point in pareto["front"]}
+    for point in points:  # a front trial is beaten by no trial; any other trial is beaten by a front trial
+        beaten_by = [other for other in points if other["latency_ms"] <= point["latency_ms"]
+                     and other["best"] >= point["best"] and other is not point
+                     and (other["latency_ms"], other["best"]) != (point["latency_ms"], point["best"])]
+        assert (point["trial_id"] in front_ids) == (not beaten_by), (point, beaten_by)
+    summary = json.loads((result.campaign_dir / "summary.json").read_text())
+    assert summary["objective"] == "quality_latency" and set(summary["pareto_front"]) == front_ids
+    assert result.best_valid["ndcg_at_10"] == pytest.approx(max(point["best"] for point in points))  # no budget
+
+    # the same finished campaign with a budget only the fastest trial meets: it becomes the winner, no new trial
+    fastest = min(points, key=lambda point: (point["latency_ms"], -point["best"]))
+    budgeted = tune_students(campaign_config(tiny_root, campaign_root, *overrides,
+                                             f"tune.latency_budget_ms={fastest['latency_ms']}"))
+    assert budgeted.restored and len(budgeted.trials) == 4
+    within = [point for point in points if point["latency_ms"] <= fastest["latency_ms"]]
+    assert budgeted.best_valid["ndcg_at_10"] == pytest.approx(max(point["best"] for point in within))
+    served = load_exported(budgeted.serving_dir)
+    assert served.manifest["lineage"]["trial_id"] in {point["trial_id"] for point in within}
+
+    with pytest.raises(ConfigError, match=r"no trial .* scores within tune.latency_budget_ms=.* raise the budget"):
+        tune_students(campaign_config(tiny_root, campaign_root, *overrides,
+                                      f"tune.latency_budget_ms={fastest['latency_ms'] / 2}"))
+
+
+def test_a_latency_budget_needs_the_latency_objective(tiny_root):
+    with pytest.raises(ConfigError, match="latency_budget_ms needs objective: quality_latency"):
+        tiny_config(tiny_root, "tune.latency_budget_ms=5")
