@@ -29,5 +29,5 @@ cp -r "$MODEL"/1_Pooling "$MODEL"/*.json "$MODEL"/vocab.txt .gpu/model/
 split -b 46000000 "$MODEL/model.safetensors" .gpu/st.
 mv .gpu/st.aa .gpu/m1/ && mv .gpu/st.ab .gpu/m2/
 sha256sum "$MODEL/model.safetensors" | cut -c1-64 > .gpu/model/sha
-cp benchmarks/gpu/setup.sh benchmarks/gpu/run.sh .gpu/
+cp benchmarks/gpu/setup.sh benchmarks/gpu/run.sh benchmarks/gpu/pack.sh .gpu/
 du -sh .whl .gpu/*
