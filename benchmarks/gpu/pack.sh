@@ -10,8 +10,8 @@ if [ ! -d $PARTS ]; then
   test -s $CHECKPOINT/model.safetensors
   mkdir -p $PARTS
   split -b 15000000 -d -a 2 $CHECKPOINT/model.safetensors $PARTS/model.part
-  sha256sum $CHECKPOINT/model.safetensors | cut -c1-64 > $CHECKPOINT/model.sha256
-  tar cf $PARTS/meta.tar -C $CHECKPOINT --exclude model.safetensors .
+  sha256sum $CHECKPOINT/model.safetensors | cut -c1-64 > $PARTS/model.sha256
+  tar cf $PARTS/meta.tar -C $CHECKPOINT --exclude model.safetensors . -C $PARTS model.sha256
 fi
 ls $PARTS
 if [ "$2" = 0 ]; then cp $PARTS/meta.tar $OUT/; fi
