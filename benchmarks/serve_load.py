@@ -14,7 +14,8 @@ Phases:
 2. autoscaling: a deployment with min 1 / max 4 replicas under low -> high -> low load; running replicas every
    0.5 s;
 3. in-process, one thread: the student's and the teacher's (all-MiniLM-L6-v2, items mode; text mode for reference)
-   latency to score one real history against the full catalogue, and their parameter counts.
+   latency to score one real history against the full catalogue, in torch and in ONNX Runtime, and their
+   parameter counts (benchmarks/latency.py).
 
 Histories are real: the test split of the prepared dataset, as item ids. The load generator (aiohttp) runs in
 this process and shares the machine's cores with the servers: absolute numbers are lower bounds. Ray starts its
@@ -340,48 +341,11 @@ def autoscaling_step(serve, settings, base: str, bodies: list[bytes], args) -> d
 
 
 def bench_models(args) -> dict:
-    """Latency of scoring one history (full catalogue) in-process, single thread, and parameter counts."""
-    import pyarrow.parquet as pq
-    import torch
+    """The served student against the teacher in-process (benchmarks/latency.py: torch and ONNX Runtime)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from latency import measure
 
-    from rdistill.export import load_exported
-    from rdistill.tradeoff import sample_history, scoring_latency_ms
-
-    exported = load_exported(args.model_dir)
-    student = exported.model
-    history = sample_history(args.dataset_dir / "test.parquet", student.n_items, student.max_len)
-    result = {"history_length": min(len(history), student.max_len), "torch_threads": 1,
-              "student": {"name": exported.name, "parameters": student.num_parameters(),
-                          "latency_ms": scoring_latency_ms(student, history, repeats=200, budget_s=60.0)}}
-    if args.skip_teacher:
-        result["teacher"] = "skipped (--skip-teacher)"
-        return result
-
-    from transformers import AutoConfig
-
-    from rdistill.config import TeacherParams
-    from rdistill.models.lm_teacher import build_teacher, resolve_backbone_path
-
-    # Item text vectors only fill a frozen buffer: random ones of the right width time the same as encoded ones
-    # (and skip encoding the whole catalogue); they are not parameters, so the count is unaffected too.
-    params = TeacherParams()  # the default: all-MiniLM-L6-v2, items mode
-    width = AutoConfig.from_pretrained(str(resolve_backbone_path(params.model)), local_files_only=True).hidden_size
-    items = pq.read_table(args.dataset_dir / "items.parquet")
-    vectors = torch.randn(items.num_rows + 1, width)
-    teacher, _ = build_teacher(params, items, student.max_len, item_text_vectors=vectors)
-    teacher_ms = scoring_latency_ms(teacher, history, repeats=30, budget_s=120.0)
-    result["teacher"] = {"model": params.model, "mode": params.mode, "parameters": teacher.num_parameters(),
-                         "latency_ms": teacher_ms}
-    # for reference: the same backbone reading the history as text (a prompt of item titles), as an LLM would
-    text_params = TeacherParams(mode="text")
-    text_teacher, _ = build_teacher(text_params, items, student.max_len, item_text_vectors=vectors)
-    result["teacher_text_mode"] = {"parameters": text_teacher.num_parameters(),
-                                   "prompt_max_tokens": text_params.prompt_max_tokens,
-                                   "latency_ms": scoring_latency_ms(text_teacher, history, repeats=10, budget_s=120.0)}
-    result["student_over_teacher"] = {
-        "latency": round(result["student"]["latency_ms"] / teacher_ms, 4),
-        "parameters": round(result["student"]["parameters"] / teacher.num_parameters(), 4)}
-    return result
+    return measure(args.dataset_dir, [args.model_dir], skip_teacher=args.skip_teacher, repeats=200)
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -421,10 +385,12 @@ def main() -> None:
         "serve_p99_ms_at_100rps_goal": 50,
     }
     models = report["models"]
-    if isinstance(models.get("teacher"), dict):
-        report["goals"].update({"student_over_teacher_latency": models["student_over_teacher"]["latency"],
+    if "teacher" in models:
+        over = models["students"][0]["over_teacher"]
+        report["goals"].update({"student_over_teacher_latency_torch": over["latency_torch"],
+                                "student_over_teacher_latency_onnx": over["latency_onnx"],
                                 "student_over_teacher_latency_goal": 0.01,
-                                "student_over_teacher_parameters": models["student_over_teacher"]["parameters"],
+                                "student_over_teacher_parameters": over["parameters"],
                                 "student_over_teacher_parameters_goal": 0.05})
     report["wall_s"] = round(time.time() - started, 1)
     report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]

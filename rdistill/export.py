@@ -5,13 +5,17 @@ One module owns the format so the writer and the reader can never drift apart.
 
 serving/model/
   model.safetensors, model_config.json   the student (rdistill.models.save_student), embedding offsets folded in
+  model.onnx                             the same student's scores as an ONNX graph (rdistill/onnx_scoring.py),
+                                         checked against torch; absent when the student does not export
   items.parquet                          item_idx, item_id, text: the catalogue the model scores
   metrics.json                           validation (and test) metrics of the exported weights
-  manifest.json                          name, version (sha256 of the weights), trained_at, config, lineage
+  manifest.json                          name, version (sha256 of the weights), trained_at, config, lineage,
+                                         onnx (the graph's opset and parity check, or why there is none)
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +35,8 @@ from rdistill.artifacts import (
 from rdistill.data.schema import ITEMS_SCHEMA
 from rdistill.errors import ArtifactError
 
+log = logging.getLogger(__name__)
+
 ITEMS_FILE = "items.parquet"
 METRICS_FILE = "metrics.json"
 
@@ -41,6 +47,7 @@ class ExportedModel:
     items: pa.Table  # item_idx, item_id, text, ordered by item_idx (row i is item_idx i + 1)
     manifest: dict[str, Any]
     metrics: dict[str, Any]
+    directory: Path
 
     @property
     def name(self) -> str:
@@ -57,8 +64,12 @@ class ExportedModel:
 
 def export_student(model, items: pa.Table, directory: Path, metrics: dict[str, Any], config: dict[str, Any],
                    lineage: dict[str, Any], name: str | None = None) -> Path:
-    """Write `model` (offsets folded) with its item table into `directory`, atomically; returns the folder."""
+    """Write `model` (offsets folded) with its item table into `directory`, atomically; returns the folder.
+
+    The ONNX graph is written too when the student exports and matches torch; when it does not, the manifest
+    says why and serving scores with torch."""
     from rdistill.models import WEIGHTS_FILE, save_student
+    from rdistill.onnx_scoring import ONNX_FILE, export_onnx
 
     if items.num_rows != model.n_items:
         raise ArtifactError(f"the item table has {items.num_rows} items but the model scores {model.n_items}")
@@ -68,6 +79,12 @@ def export_student(model, items: pa.Table, directory: Path, metrics: dict[str, A
     with atomic_dir(Path(directory)) as staging:
         save_student(model, staging)
         pq.write_table(items, staging / ITEMS_FILE)
+        try:
+            onnx = export_onnx(model, staging / ONNX_FILE)
+        except ArtifactError as err:
+            log.warning("%s; serving will score with torch", err)
+            (staging / ONNX_FILE).unlink(missing_ok=True)
+            onnx = {"file": None, "error": str(err)}
         atomic_write_json(staging / METRICS_FILE, metrics)
         atomic_write_json(staging / MANIFEST_NAME, {
             "stage": "export",
@@ -77,6 +94,7 @@ def export_student(model, items: pa.Table, directory: Path, metrics: dict[str, A
             "student": model.model_config(),
             "config": config,
             "lineage": lineage,
+            "onnx": onnx,
             "versions": package_versions(),
         })
     return Path(directory)
@@ -100,4 +118,4 @@ def load_exported(directory: Path) -> ExportedModel:
     if items.num_rows != model.n_items or items.column("item_idx").to_pylist() != list(range(1, model.n_items + 1)):
         raise ArtifactError(f"{directory / ITEMS_FILE} does not hold items 1..{model.n_items} the model scores")
     return ExportedModel(model=model, items=items, manifest=read_json(directory / MANIFEST_NAME),
-                         metrics=read_json(directory / METRICS_FILE))
+                         metrics=read_json(directory / METRICS_FILE), directory=directory)

@@ -254,16 +254,18 @@ def latency_key(found: Artifacts) -> dict[str, Any]:
 def measure_latency(found: Artifacts, student_repeats: int = 50, teacher_repeats: int = 10) -> dict[str, Any]:
     """Median milliseconds for one history scored against the whole catalogue, CPU, one torch thread."""
     from rdistill.export import load_exported
+    from rdistill.onnx_scoring import runtime_name, scorer_for
 
     layout = ArtifactLayout(found.root)
     exported = load_exported(layout.serving_model_dir)
     student = exported.model
+    served = scorer_for(student, exported.directory, "auto")  # timed as the endpoint scores it
     history = sample_history(layout.table("valid"), student.n_items, student.max_len)
     result: dict[str, Any] = {
         "key": latency_key(found), "device": "cpu", "torch_threads": 1, "history_length": len(history),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "student": {"name": exported.name, "version": exported.version,
-                    "latency_ms": scoring_latency_ms(student, history, student_repeats, 5.0)},
+        "student": {"name": exported.name, "version": exported.version, "runtime": runtime_name(served),
+                    "latency_ms": scoring_latency_ms(served, history, student_repeats, 5.0)},
     }
     if (layout.teacher_checkpoint_dir / "model.safetensors").is_file():
         from rdistill.models.lm_teacher import load_teacher
@@ -285,7 +287,8 @@ def _latency(found: Artifacts, out_dir: Path, measure: bool) -> tuple[dict[str, 
             return None, f"Latency could not be measured: {type(err).__name__}: {err}"
         return measured, (f"Measured by this report at {measured['measured_at']}: median of a short timed loop "
                           f"scoring one validation user's history ({measured['history_length']} items) against "
-                          "the whole catalogue on CPU with one torch thread.")
+                          "the whole catalogue on CPU with one thread; the student as the endpoint scores it "
+                          f"({measured['student']['runtime']}), the teacher with torch.")
     recorded_path = out_dir / LATENCY_FILE
     if recorded_path.is_file():
         try:

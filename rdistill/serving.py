@@ -24,7 +24,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from fastapi import FastAPI, Request
@@ -41,6 +41,7 @@ from pydantic import (
 )
 
 from rdistill.errors import ConfigError
+from rdistill.onnx_scoring import runtime_name, scorer_for
 from rdistill.ray_runtime import ensure_ray
 
 DEFAULT_TOKEN_ENV = "RDISTILL_SERVE_TOKEN"
@@ -66,6 +67,9 @@ class ServeSettings(BaseModel):
     max_body_bytes: int = Field(64 * 1024, ge=256, le=64 * 1024 * 1024)  # larger request bodies get 413
     auth_token_env: str = DEFAULT_TOKEN_ENV  # env var holding the bearer token; unset or empty: no auth
     torch_threads: int = Field(1, ge=1, le=256)  # intra-op threads per replica (replicas, not threads, scale out)
+    # what scores: the export's ONNX graph with ONNX Runtime (same scores, a fraction of the latency), or the
+    # torch model; auto = the graph when the export holds one
+    runtime: Literal["auto", "onnx", "torch"] = "auto"
 
 
 def check_batching(max_batch_size: int, max_ongoing_requests: int) -> None:
@@ -134,6 +138,7 @@ class ModelDetails(BaseModel):
     n_items: int
     max_len: int
     num_parameters: int
+    runtime: str = Field(description="what scores requests: onnx (ONNX Runtime) or torch")
     student: dict[str, Any]
     config: dict[str, Any]
     metrics: dict[str, Any]
@@ -269,7 +274,8 @@ class Catalogue:
 
 @torch.inference_mode()
 def score_batch(model, requests: list[ScoringRequest]) -> list[list[tuple[int, float]]]:
-    """Top-k (item_idx, score) per request, best first, from one forward pass over the whole batch.
+    """Top-k (item_idx, score) per request, best first, from one forward pass over the whole batch. `model` is
+    a student or an OnnxScorer (anything with `scores` and `max_len`).
 
     The model reads the most recent `model.max_len` items of each history (left-padded, as in training);
     `exclude_history` masks every item of the full history, truncated part included, since the user has seen
@@ -311,6 +317,7 @@ class Recommender:
         self.settings = settings
         self.exported = load_exported(fetch_folder(settings.model_dir))  # a URI is pulled to this node first
         self.model = self.exported.model.eval()
+        self.scorer = scorer_for(self.model, self.exported.directory, settings.runtime, settings.torch_threads)
         self.catalogue = Catalogue.from_table(self.exported.items)
         self.info = ModelInfo(name=self.exported.name, version=self.exported.version,
                               trained_at=self.exported.trained_at)
@@ -325,7 +332,7 @@ class Recommender:
         return self.catalogue.resolve(request)
 
     def score(self, requests: list[ScoringRequest]) -> list[RecommendResponse]:
-        return [self.respond(request, top) for request, top in zip(requests, score_batch(self.model, requests))]
+        return [self.respond(request, top) for request, top in zip(requests, score_batch(self.scorer, requests))]
 
     def respond(self, request: ScoringRequest, top: list[tuple[int, float]]) -> RecommendResponse:
         items = [RecommendedItem(item_id=self.catalogue.item_ids[i - 1], text=self.catalogue.texts[i - 1], score=s)
@@ -335,7 +342,8 @@ class Recommender:
     def details(self) -> ModelDetails:
         manifest = self.exported.manifest
         return ModelDetails(model=self.info, n_items=self.model.n_items, max_len=self.model.max_len,
-                            num_parameters=self.model.num_parameters(), student=manifest.get("student", {}),
+                            num_parameters=self.model.num_parameters(), runtime=runtime_name(self.scorer),
+                            student=manifest.get("student", {}),
                             config=manifest.get("config", {}), metrics=self.exported.metrics,
                             lineage=manifest.get("lineage", {}))
 

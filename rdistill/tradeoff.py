@@ -1,8 +1,8 @@
 """Cost against quality: the per-request scoring latency of a model, and the Pareto front of a set of models.
 
 One measure everywhere (`rdistill report --measure-latency`, the latency objective of `rdistill tune`,
-benchmarks/serve_load.py): one real history scored against the whole catalogue, CPU, one torch thread (as a
-serving replica runs), median milliseconds after a warm-up call.
+benchmarks/latency.py): one real history scored against the whole catalogue, CPU, one thread (as a serving
+replica runs), median milliseconds after a warm-up call.
 """
 
 from __future__ import annotations
@@ -41,21 +41,24 @@ def sample_history(split_path: Path, n_items: int, max_len: int) -> list[int]:
 
 
 def scoring_latency_ms(model, history: list[int], repeats: int = 50, budget_s: float = 5.0) -> float:
-    """Median milliseconds for model.scores on one history (left-padded to model.max_len), one torch thread."""
+    """Median milliseconds for model.scores on one history (left-padded to model.max_len), one torch thread.
+    `model` is a torch model (timed in eval mode) or an OnnxScorer (rdistill/onnx_scoring.py, one thread too)."""
     import torch
 
     from rdistill.data.dataset import pad_history_lists
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # comparable across machines; serving replicas also run one thread
-    was_training = model.training
-    model.eval()
+    was_training = getattr(model, "training", False)
+    if isinstance(model, torch.nn.Module):
+        model.eval()
     try:
         with torch.inference_mode():
             padded = pad_history_lists([history[-model.max_len:]], model.max_len)
             return median_ms(lambda: model.scores(padded), repeats, budget_s)
     finally:
-        model.train(was_training)
+        if isinstance(model, torch.nn.Module):
+            model.train(was_training)
         torch.set_num_threads(threads)
 
 

@@ -183,6 +183,7 @@ def test_latency_is_measured_on_request_and_reused_while_the_model_is_the_same(a
     report = write_report(artifacts, measure_latency=True)
     recorded = read_json(report / "latency.json")
     assert recorded["student"]["latency_ms"] > 0 and "teacher" not in recorded  # the fake teacher has no weights
+    assert recorded["student"]["runtime"] == "onnx"  # timed as the endpoint scores it: the export's graph
     assert "Measured by this report" in (report / "report.md").read_text()
     assert report_summary(report)["latency"] == "measured"
 

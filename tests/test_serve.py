@@ -26,6 +26,7 @@ from rdistill.data.dataset import pad_history_lists
 from rdistill.errors import ConfigError
 from rdistill.evaluate import mask_history
 from rdistill.export import export_student, load_exported
+from rdistill.onnx_scoring import runtime_name, scorer_for
 from rdistill.models import build_student
 from rdistill.serving import (
     Catalogue,
@@ -146,15 +147,18 @@ def test_catalogue_resolves_ids_and_names_unknown_ones(exported):
     assert status_of(lambda: catalogue.resolve(parse({"history": []}))) == 422
 
 
-def test_score_batch_matches_the_model_scored_alone(exported):
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_score_batch_matches_the_model_scored_alone(exported, runtime):
     model = exported.model
+    scorer = scorer_for(model, exported.directory, runtime)
+    assert runtime_name(scorer) == runtime
     generator = torch.Generator().manual_seed(0)
     requests = []
     for length in [1, 3, 8, 12, 30]:
         history = (torch.randint(1, model.n_items + 1, (length,), generator=generator)).tolist()
         for exclude, k in [(True, 5), (False, 17), (True, 100)]:
             requests.append(ScoringRequest(history_idx=tuple(history), k=k, exclude_history=exclude))
-    results = score_batch(model, requests)  # one batch: mixed lengths, k and exclusion
+    results = score_batch(scorer, requests)  # one batch: mixed lengths, k and exclusion
     for request, top in zip(requests, results):
         expected = direct_top(model, list(request.history_idx), request.k, request.exclude_history)
         assert [i for i, _ in top] == [i for i, _ in expected]
@@ -370,6 +374,7 @@ def test_model_details_health_and_schema(client, exported):
     assert details["model"]["version"] == exported.version and details["max_len"] == MAX_LEN
     assert details["config"] == {"seed": 1} and details["lineage"] == {"source": "random-seed1"}
     assert details["metrics"] == {"valid": {"ndcg_at_10": 0.5}} and details["num_parameters"] > 0
+    assert details["runtime"] == "onnx"  # the export holds the graph, and `auto` serves with it
     assert client.get("/main/healthz").json()["status"] == "ok"
     schema = client.get("/main/openapi.json").json()
     assert {"/recommend", "/model", "/healthz"} <= set(schema["paths"])

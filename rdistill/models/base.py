@@ -74,6 +74,15 @@ class SequentialRecommender(nn.Module):
             self.item_offset = None
             self.item_embedding.weight.copy_(table)
 
+    def most_recent(self, history: torch.Tensor) -> torch.Tensor:
+        return most_recent(history, self.max_len)
+
+    def trim_padding(self, history: torch.Tensor) -> torch.Tensor:
+        """Drop leading columns that are padding in every row where that cannot change the scores (a student
+        whose output depends on the padding, like GRU4Rec, keeps them: this default). Callers of an exported
+        graph, which cannot slice by data, apply it before the graph (rdistill/onnx_scoring.py)."""
+        return history
+
     def embed_history(self, history: torch.Tensor) -> torch.Tensor:
         """Look up the input vectors of a history [B, L] -> [B, L, hidden_size], via item_embeddings() so a
         subclass (or distillation) that changes the table changes inputs and outputs alike."""
@@ -116,6 +125,20 @@ class SequentialRecommender(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def most_recent(history: torch.Tensor, max_len: int) -> torch.Tensor:
+    """The last max_len columns of a history [B, L]. No slice at all when L <= max_len: an exported graph then
+    holds no length arithmetic, which torch's ONNX export of a GRU cannot handle."""
+    return history[:, -max_len:] if history.shape[1] > max_len else history
+
+
+def trim_leading_padding(history: torch.Tensor) -> torch.Tensor:
+    """Drop the leading columns that are padding in every row (left padding). For a model that masks padding
+    and counts positions from the most recent item, they change no output, and on short-history data (Amazon:
+    ~5 items of 50) dropping them makes it several times faster."""
+    real_columns = (history != PADDING_IDX).any(dim=0).nonzero()
+    return history[:, int(real_columns[0]):] if len(real_columns) else history
 
 
 def next_items_at_positions(history: torch.Tensor, target: torch.Tensor, width: int) -> torch.Tensor:

@@ -37,9 +37,9 @@ class Caser(SequentialRecommender):
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         window = self.params.window
-        recent = history[:, -window:]
-        if recent.shape[1] < window:  # shorter than the window: pad on the left like the tables do
-            recent = F.pad(recent, (window - recent.shape[1], 0))
+        # shorter than the window: pad on the left like the tables do (always padding, then slicing, keeps the
+        # graph free of shape-dependent branches, so it exports to ONNX for any history length)
+        recent = F.pad(history[:, -window:], (window, 0))[:, -window:]
         embedded = self.embed_history(recent).unsqueeze(1)  # [B, 1, window, d]
         vertical = self.vertical(embedded).flatten(1)  # [B, vertical_filters * d]
         horizontal = [

@@ -34,5 +34,5 @@ class GRU4Rec(SequentialRecommender):
     def sequence_states(self, history: torch.Tensor) -> torch.Tensor:
         # Left padding puts the real items last, so the final step's output has read the whole history; the
         # padding steps before it see zero vectors and act as a (harmless) encoding of the history length.
-        outputs, _ = self.gru(self.input_dropout(self.embed_history(history[:, -self.max_len:])))
+        outputs, _ = self.gru(self.input_dropout(self.embed_history(self.most_recent(history))))
         return self.output(outputs)

