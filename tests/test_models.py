@@ -122,3 +122,18 @@ def test_save_then_load_gives_identical_scores(name, tmp_path):
 def test_sasrec_rejects_heads_that_do_not_divide_the_width():
     with pytest.raises(ValueError, match="not divisible by num_heads 3"):
         make("sasrec", num_heads=3)
+
+
+@pytest.mark.parametrize("params", [{}, {"num_layers": 1}, {"num_layers": 3, "num_heads": 4}])
+def test_sasrec_inference_path_gives_the_training_path_state(params):
+    """In eval mode SASRec computes only the last position in its final block (last_state); it must give the
+    state that the full encoder gives at that position, for batches with padding and for single histories."""
+    model = make("sasrec", **params).eval()
+    batch = torch.cat([histories(), torch.zeros(1, MAX_LEN, dtype=torch.long)])  # ... and an all-padding row
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch), model.sequence_states(batch)[:, -1], atol=1e-5, rtol=1e-5)
+        for row in histories():
+            single = row[None]
+            torch.testing.assert_close(model(single), model.sequence_states(single)[:, -1], atol=1e-5, rtol=1e-5)
+    model.train()  # training keeps the full encoder (dropout, every position)
+    assert model(histories()).requires_grad
