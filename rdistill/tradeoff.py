@@ -62,6 +62,23 @@ def scoring_latency_ms(model, history: list[int], repeats: int = 50, budget_s: f
         torch.set_num_threads(threads)
 
 
+def served_latency_ms(model, history: list[int], repeats: int = 50, budget_s: float = 5.0) -> tuple[float, str]:
+    """(scoring_latency_ms, runtime) of a student as the endpoint would score it once exported: its ONNX graph
+    under ONNX Runtime, or torch when the student does not export (then the export holds no graph either)."""
+    import tempfile
+
+    from rdistill.errors import ArtifactError
+    from rdistill.onnx_scoring import ONNX_FILE, OnnxScorer, export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="rdistill-onnx-") as folder:
+        path = Path(folder) / ONNX_FILE
+        try:
+            export_onnx(model, path)
+        except ArtifactError:
+            return scoring_latency_ms(model, history, repeats, budget_s), "torch"
+        return scoring_latency_ms(OnnxScorer(model, path), history, repeats, budget_s), "onnx"
+
+
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of the points no other point beats on both (lower x, higher y), in increasing x."""
     order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))

@@ -87,7 +87,7 @@ def run_trial(trial_params: dict[str, Any], base: dict[str, Any]) -> None:
 
     from rdistill.distill.train import EpochReport, train_student
     from rdistill.models import save_student
-    from rdistill.tradeoff import sample_history, scoring_latency_ms
+    from rdistill.tradeoff import sample_history, served_latency_ms
 
     config = trial_config(base, trial_params)
     metric_prefix = "valid_"
@@ -99,7 +99,7 @@ def run_trial(trial_params: dict[str, Any], base: dict[str, Any]) -> None:
         if config.tune.objective == "quality_latency" and not latency:  # the architecture's cost: timed once
             history = sample_history(ArtifactLayout(config.storage().local).table("valid"), model.n_items,
                                      model.max_len)
-            latency[LATENCY_METRIC] = scoring_latency_ms(model, history)
+            latency[LATENCY_METRIC], _ = served_latency_ms(model, history)  # as the endpoint would score it
         metrics = {"epoch": epoch_report.epoch, "node_id": node_id, **latency,
                    **{(key if key.startswith(("train_loss", "loss_")) else metric_prefix + key): value
                       for key, value in epoch_report.metrics.items()}}

@@ -86,3 +86,13 @@ def test_the_export_holds_the_graph_and_serving_chooses_its_runtime(tmp_path):
     assert runtime_name(scorer_for(exported.model, folder, "auto")) == "torch"
     with pytest.raises(ArtifactError, match=f"{ONNX_FILE} is missing"):
         scorer_for(exported.model, folder, "onnx")
+
+
+def test_the_latency_objective_times_the_student_as_it_would_be_served():
+    from rdistill.models.base import StudentParams
+    from rdistill.tradeoff import served_latency_ms
+
+    ms, runtime = served_latency_ms(student("caser"), [3, 4, 5], repeats=5)
+    assert ms > 0 and runtime == "onnx"
+    ms, runtime = served_latency_ms(PythonLoopStudent(N_ITEMS, MAX_LEN, StudentParams(hidden_size=8)), [3], repeats=5)
+    assert ms > 0 and runtime == "torch"  # no graph: its export would hold none either, so serving uses torch
