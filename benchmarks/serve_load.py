@@ -58,6 +58,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--batch-wait-timeout-s", type=float, default=0.002)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--runtime", choices=["auto", "onnx", "torch"], default="auto",
+                        help="what scores, in Serve and in the bare app alike (ServeSettings.runtime)")
     parser.add_argument("--skip-teacher", action="store_true", help="do not build and time the teacher")
     parser.add_argument("--skip-autoscaling", action="store_true")
     parser.add_argument("--serve-env", nargs="*", default=[], metavar="KEY=VALUE",
@@ -217,14 +219,15 @@ def compare_servers(servers: dict[str, str], bodies: list[bytes], args) -> dict:
 # ---------------------------------------------------------------------------------------------------- servers
 
 
-def start_bare(model_dir: Path) -> tuple[subprocess.Popen, str]:
+def start_bare(model_dir: Path, runtime: str) -> tuple[subprocess.Popen, str]:
     """The same student behind a plain FastAPI app in one uvicorn process, one torch thread, no batching.
 
     One thread, not two: with other busy processes on the machine, torch's OpenMP threads spin against each
     other and a forward pass that takes 3 ms on one thread took ~1 s on two (measured while writing this)."""
     port = free_port()
     code = ("import uvicorn; from rdistill.serving import ServeSettings, bare_fastapi_app; "
-            f"uvicorn.run(bare_fastapi_app(ServeSettings(model_dir={str(model_dir)!r}, torch_threads=1)), "
+            f"uvicorn.run(bare_fastapi_app(ServeSettings(model_dir={str(model_dir)!r}, torch_threads=1, "
+            f"runtime={runtime!r})), "
             f"host='127.0.0.1', port={port}, log_level='warning')")
     return subprocess.Popen([sys.executable, "-c", code]), f"http://127.0.0.1:{port}"
 
@@ -246,13 +249,14 @@ def bench_servers(args, bodies: list[bytes]) -> tuple[list[dict], dict | None]:
     from rdistill.ray_runtime import set_env_defaults
 
     set_env_defaults()  # what `rdistill serve` runs with (proxy patience, Serve switches)
-    bare, bare_url = start_bare(args.model_dir)
+    bare, bare_url = start_bare(args.model_dir, args.runtime)
     # "local": a cluster of our own, never one another process left running on this machine
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="warning", log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"log_level": "WARNING"})
     settings = ServeSettings(model_dir=str(args.model_dir), max_batch_size=args.max_batch_size,
-                             batch_wait_timeout_s=args.batch_wait_timeout_s, torch_threads=1)
+                             batch_wait_timeout_s=args.batch_wait_timeout_s, torch_threads=1,
+                             runtime=args.runtime)
     serve_url = f"http://127.0.0.1:{port}"
     try:
         comparisons = []
