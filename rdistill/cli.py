@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--replicas", type=int, default=1)
+    serve.add_argument("--runtime", choices=["auto", "onnx", "torch"], default="auto",
+                       help="what scores: the export's ONNX graph under ONNX Runtime (auto: when the export holds "
+                            "one) or the torch model")
     serve.add_argument("--access-log", action="store_true",
                        help="log every request in Serve's log files (off by default: it costs throughput)")
     _add_config_arguments(serve)
@@ -342,7 +345,8 @@ def _command_run(config, force: list[str], serve: bool, keep_serving: bool, port
     return result
 
 
-def _command_serve(config, model_dir: str | Path | None, host: str, port: int, replicas: int, access_log: bool) -> dict:
+def _command_serve(config, model_dir: str | Path | None, host: str, port: int, replicas: int, access_log: bool,
+                   runtime: str = "auto") -> dict:
     from rdistill.artifacts import ArtifactLayout
     from rdistill.export import load_exported
     from rdistill.serving import run_local
@@ -359,7 +363,8 @@ def _command_serve(config, model_dir: str | Path | None, host: str, port: int, r
     else:
         load_exported(fetch_folder(model_dir))
     print(f"serving {model_dir} at http://{host}:{port} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-    url = run_local(model_dir, host=host, port=port, num_replicas=replicas, access_log=access_log, blocking=True)
+    url = run_local(model_dir, host=host, port=port, num_replicas=replicas, access_log=access_log, runtime=runtime,
+                    blocking=True)
     return {"endpoint": url, "model_dir": str(model_dir), "stopped": True}
 
 
@@ -387,7 +392,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "run":
             summary = _command_run(config, args.force, args.serve, args.keep_serving, args.port)
         elif args.command == "serve":
-            summary = _command_serve(config, args.model_dir, args.host, args.port, args.replicas, args.access_log)
+            summary = _command_serve(config, args.model_dir, args.host, args.port, args.replicas, args.access_log,
+                                     args.runtime)
         elif args.command == "tune":
             summary = _command_tune(config, args.fresh)
         elif args.command == "export":

@@ -433,8 +433,8 @@ def run_local(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, 
               route_prefix: str = "/", num_replicas: int | None = 1, autoscaling_config: dict | None = None,
               max_ongoing_requests: int = 32, num_cpus_per_replica: float = 0.5, max_batch_size: int = 16,
               batch_wait_timeout_s: float = 0.005, max_body_bytes: int = 64 * 1024,
-              auth_token_env: str = DEFAULT_TOKEN_ENV, torch_threads: int = 1, ray_address: str | None = None,
-              access_log: bool = False, blocking: bool = True) -> str:
+              auth_token_env: str = DEFAULT_TOKEN_ENV, torch_threads: int = 1, runtime: str = "auto",
+              ray_address: str | None = None, access_log: bool = False, blocking: bool = True) -> str:
     """Serve an exported student with Ray Serve at http://host:port/ (the `rdistill serve` command).
 
     Starts (or joins, see ray_address) a Ray cluster, starts Serve's HTTP proxy on host:port (127.0.0.1 by
@@ -450,7 +450,8 @@ def run_local(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, 
             target_ongoing_requests, upscale_delay_s, downscale_delay_s, ...).
         max_ongoing_requests: per-replica admission limit; must be >= max_batch_size.
         num_cpus_per_replica: CPUs Ray reserves per replica (fractional on a small machine).
-        max_batch_size, batch_wait_timeout_s, max_body_bytes, auth_token_env, torch_threads: see ServeSettings.
+        max_batch_size, batch_wait_timeout_s, max_body_bytes, auth_token_env, torch_threads, runtime: see
+            ServeSettings.
             Auth is on when the environment variable auth_token_env is set (in the environment Ray's workers
             see: set it before the cluster starts, or in the replica's runtime_env).
         ray_address: passed to ray.init when Ray is not initialised yet: None is Ray's default (RAY_ADDRESS,
@@ -471,7 +472,7 @@ def run_local(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, 
     model_dir = str(model_dir) if is_uri(str(model_dir)) else str(Path(model_dir).resolve())
     settings = ServeSettings(model_dir=model_dir, max_batch_size=max_batch_size,
                              batch_wait_timeout_s=batch_wait_timeout_s, max_body_bytes=max_body_bytes,
-                             auth_token_env=auth_token_env, torch_threads=torch_threads)
+                             auth_token_env=auth_token_env, torch_threads=torch_threads, runtime=runtime)
     application = build_app(settings, num_replicas=num_replicas, autoscaling_config=autoscaling_config,
                             max_ongoing_requests=max_ongoing_requests, num_cpus_per_replica=num_cpus_per_replica)
     ensure_ray(ray_address)

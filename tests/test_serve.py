@@ -1,8 +1,9 @@
 """The recommendation endpoint: validation and scoring units (no Ray), then real Ray Serve over real HTTP.
 
 The integration part starts one Serve instance for the module on a free 127.0.0.1 port with three applications:
-`main` (2 replicas: correctness, validation, hostile input, a replica killed under load), `secure` (bearer
-token on) and `swap` (a model swapped under a steady request stream).
+`main` (2 replicas, scoring with the export's ONNX graph: correctness, validation, hostile input, a replica
+killed under load), `secure` (bearer token on, scoring with torch) and `swap` (a model swapped under a steady
+request stream).
 """
 
 from __future__ import annotations
@@ -288,7 +289,7 @@ def serve_url(ray_cluster, model_dirs):
         serve.run(app, name=name, route_prefix=f"/{name}")
 
     deploy("main", model_dirs[0], replicas=2)
-    deploy("secure", model_dirs[0], auth_token_env=TOKEN_ENV,
+    deploy("secure", model_dirs[0], auth_token_env=TOKEN_ENV, runtime="torch",
            actor_options={"runtime_env": {"env_vars": {TOKEN_ENV: TOKEN}}})
     deploy("swap", model_dirs[0])
     base = f"http://127.0.0.1:{port}"
@@ -394,6 +395,20 @@ def test_bearer_token_guards_every_route_but_healthz(client):
         assert client.request(method, path, json={"history": ["i1"]}, headers=good).status_code == 200, path
     # auth is off where no token is configured
     assert client.get("/main/model").status_code == 200
+
+
+@pytest.mark.integration
+def test_onnx_and_torch_replicas_give_the_same_answers(client):
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    assert client.get("/main/model").json()["runtime"] == "onnx"
+    assert client.get("/secure/model", headers=auth).json()["runtime"] == "torch"
+    for body in [{"history": ids([3, 1, 4, 1, 5]), "k": 20}, {"history": ids(range(1, 30)), "k": 7},
+                 {"history": ids([9]), "k": 100, "exclude_history": False}]:
+        onnx = client.post("/main/recommend", json=body).json()["items"]
+        torch_ = client.post("/secure/recommend", json=body, headers=auth).json()["items"]
+        assert [item["item_id"] for item in onnx] == [item["item_id"] for item in torch_]
+        assert [item["score"] for item in onnx] == pytest.approx([item["score"] for item in torch_], rel=1e-4,
+                                                                 abs=1e-5)
 
 
 HOSTILE = [
