@@ -4,7 +4,7 @@ of the latency.
 A student is small enough that, scoring one history in torch's eager mode, most of its time goes to the per-operator
 overhead rather than to arithmetic (a 1-layer, 32-wide SASRec takes ~60% of the 2-layer, 64-wide one's time).
 ONNX Runtime runs the same graph with a fraction of that overhead, so the serving endpoint scores with it
-(benchmarks/serve_load.py measures both).
+(benchmarks/latency.py measures both).
 
 The graph takes `history` int64 [batch, length] (left-padded item_idx, 1 <= length <= max_len, both dynamic) and
 returns `scores` float32 [batch, n_items + 1] with column 0 (padding) at -inf, exactly like `model.scores`. A graph

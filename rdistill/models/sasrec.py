@@ -76,8 +76,8 @@ class SASRec(SequentialRecommender):
         sequence_states(history)[:, -1] without dropout (tests/test_models.py checks it).
 
         The final block computes its query, attention and feed-forward for the last position alone, and attention
-        is one fused call; on one history (serving) this halves the latency, since a student this small spends
-        its time in per-operator overhead rather than arithmetic."""
+        is one fused call: on one history (serving) it ran about 1.5x faster than the full encoder, since a student
+        this small spends its time in per-operator overhead rather than arithmetic."""
         history = self.prepare(history)
         hidden = self.input_states(history)
         batch, length = history.shape
