@@ -60,6 +60,20 @@ def parity_histories(n_items: int, max_len: int, seed: int = 0) -> list[torch.Te
     return [padded, full, padded[1:2, -max(1, max_len // 3):], full[:1, -1:]]
 
 
+def _forget_recurrent_dispatch() -> None:
+    """Let torch.onnx's dynamic-length GRU/LSTM decomposition take effect in a process that exported one before.
+
+    torch.onnx swaps in a while_loop decomposition of aten.gru/aten.lstm (one graph for every length) by assigning
+    the operator's py_kernels, which does not clear the operator's dispatch cache. The first export caches torch's
+    Python-loop decomposition there; every later export in the process then unrolls the loop over the example's
+    length and the graph is fixed to it (torch 2.13: the second GRU4Rec exported in one process failed on shorter
+    histories). Clearing the cache is what py_impl does on registration."""
+    for name in ("gru", "lstm"):
+        cache = getattr(getattr(getattr(torch.ops.aten, name), "input", None), "_dispatch_cache", None)
+        if isinstance(cache, dict):
+            cache.clear()
+
+
 def export_onnx(model, path: Path) -> dict[str, Any]:
     """Write `model.scores` as an ONNX graph to `path` and check it against torch on `parity_histories`.
 
@@ -77,6 +91,7 @@ def export_onnx(model, path: Path) -> dict[str, Any]:
     registration_level = registration_log.level
     try:
         registration_log.setLevel(logging.ERROR)
+        _forget_recurrent_dispatch()
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(_ScoresGraph(model), (example,), dynamo=True, verbose=False,

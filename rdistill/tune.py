@@ -7,7 +7,9 @@ the search and the choice of the winner; the winner's test metrics are computed 
 the winner is exported to serving/model/ (rdistill/export.py).
 
 The campaign lives under <artifact_root>/tune/<tune.name>/. Running the same command again after an
-interruption restores it with Tuner.restore: finished trials are kept, unfinished ones resume.
+interruption restores it with Tuner.restore: finished trials are kept; an unfinished trial starts again from its
+first epoch (the same seed, so the same run), and ASHA counts epochs, not reports, so the rerun is judged at the
+same milestones as a trial that was never interrupted.
 
 With tune.objective=quality_latency every trial also reports its per-request scoring latency and Optuna's TPE
 searches both objectives; the Pareto front goes to pareto.json and the winner is the best on validation within
@@ -177,7 +179,8 @@ def _tuner(config: Config, restore: bool):
     else:
         search_alg = BasicVariantGenerator(random_state=config.seed, max_concurrent=tune_cfg.max_concurrent)
     if tune_cfg.scheduler == "asha":
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=tune_cfg.max_epochs,
+        # epochs, not training_iteration: a trial restarted by a resume keeps counting reports from where it stopped
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=tune_cfg.max_epochs,
                                   grace_period=min(tune_cfg.grace_period, tune_cfg.max_epochs),
                                   reduction_factor=tune_cfg.reduction_factor, **(on_metric if latency_too else {}))
     else:
@@ -325,11 +328,12 @@ def trial_table(results, metric: str) -> list[dict[str, Any]]:
     rows = []
     for result in results:
         frame = result.metrics_dataframe
-        history = frame[metric].tolist() if frame is not None and metric in frame else []
+        reported = frame[metric].tolist() if frame is not None and metric in frame else []
+        history = last_run(reported, frame["epoch"].tolist() if reported and "epoch" in frame else [])
         rows.append({
             "trial_id": (result.metrics or {}).get("trial_id"),
             "params": {key: value for key, value in (result.config or {}).items()},
-            "best": max(history) if history else None,
+            "best": max(reported) if reported else None,  # over every report, as Tune ranks the checkpoints
             "epochs": len(history),
             "history": history,
             "seconds": (result.metrics or {}).get("time_total_s"),
@@ -339,6 +343,16 @@ def trial_table(results, metric: str) -> list[dict[str, Any]]:
             LATENCY_METRIC: (result.metrics or {}).get(LATENCY_METRIC),  # tune.objective=quality_latency only
         })
     return rows
+
+
+def last_run(values: list[float], epochs: list[int]) -> list[float]:
+    """A trial's per-epoch values from its last run: a trial interrupted mid-run and resumed reports epochs 1, 2, …
+    again, after the reports of the run that was cut short."""
+    start = 0
+    for index in range(1, len(epochs)):
+        if epochs[index] <= epochs[index - 1]:
+            start = index
+    return values[start:] if epochs else values
 
 
 def pareto_summary(trials: list[dict[str, Any]], budget_ms: float | None) -> dict[str, Any]:

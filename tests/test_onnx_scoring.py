@@ -53,6 +53,20 @@ def test_every_student_scores_the_same_under_onnx_runtime(tmp_path, name):
             assert torch.equal(got[:, 1:].topk(10).indices, expected[:, 1:].topk(10).indices)
 
 
+def test_a_recurrent_student_exported_again_in_one_process_keeps_a_dynamic_length(tmp_path):
+    # torch caches its loop decomposition of aten.gru after an export; without rdistill clearing that cache, the
+    # next GRU graph in the process held only the example's length (e.g. a tune driver exporting its winner)
+    for attempt in range(2):
+        model = student("gru4rec")
+        export_onnx(model, tmp_path / f"{attempt}.onnx")
+        scorer = OnnxScorer(model, tmp_path / f"{attempt}.onnx")
+        model.eval()
+        with torch.inference_mode():
+            for history in (torch.tensor([[7]]), torch.tensor([[0, 5, 6]])):
+                torch.testing.assert_close(scorer.scores(history)[:, 1:], model.scores(history)[:, 1:],
+                                           atol=1e-5, rtol=1e-5)
+
+
 class PythonLoopStudent(SequentialRecommender):
     """A student whose forward reads item ids into Python and loops over them, which no graph can hold."""
 

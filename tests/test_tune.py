@@ -18,7 +18,7 @@ from rdistill.data.dataset import load_split
 from rdistill.errors import ConfigError
 from rdistill.export import load_exported
 from rdistill.models import load_student
-from rdistill.tune import tune_students
+from rdistill.tune import last_run, tune_students
 
 from tiny_data import REPO_ROOT, tiny_config, write_signals
 
@@ -85,10 +85,11 @@ def test_an_interrupted_campaign_resumes_without_losing_finished_trials(ray_clus
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": ""}
     process = subprocess.Popen([sys.executable, "-m", "rdistill.cli", "tune", "--config", str(config_file)],
                                cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:  # Ctrl-C once the second trial has started: with one trial at a time, the first is then recorded finished
-        deadline = time.time() + 420
-        while time.time() < deadline and len(list(campaign.glob("*/result.json"))) < 2:
-            time.sleep(0.5)
+    try:  # Ctrl-C once the second trial has reported an epoch: with one trial at a time, the first is then
+        deadline = time.time() + 420  # recorded finished, and the second is usually cut short mid-run
+        while time.time() < deadline and sum(bool(path.read_text().strip())
+                                             for path in campaign.glob("*/result.json")) < 2:
+            time.sleep(0.2)
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=120)
     finally:
@@ -100,10 +101,18 @@ def test_an_interrupted_campaign_resumes_without_losing_finished_trials(ray_clus
     assert 1 <= len(finished_before) < 4
 
     result = tune_students(campaign_config(tiny_root, campaign_root, *overrides))
-    assert result.restored
-    assert len(result.trials) == 4 and all(trial["epochs"] == 3 for trial in result.trials)
+    assert result.restored  # a trial cut short ran again from its first epoch: its table row is that run's epochs
+    assert len(result.trials) == 4 and all(trial["epochs"] == 3 for trial in result.trials), result.trials
     for name, lines in finished_before.items():  # finished trials were kept, not run again
         assert (campaign / name / "result.json").read_text() == lines
+
+
+def test_a_resumed_trial_is_tabled_by_its_last_run():
+    # epochs 1-2 reported, Ctrl-C, then the resumed trial ran epochs 1-3 again
+    assert last_run([0.1, 0.2, 0.11, 0.21, 0.3], [1, 2, 1, 2, 3]) == [0.11, 0.21, 0.3]
+    assert last_run([0.1, 0.2, 0.3], [1, 2, 3]) == [0.1, 0.2, 0.3]
+    assert last_run([0.1, 0.2, 0.4], [1, 2, 1]) == [0.4]
+    assert last_run([], []) == []
 
 
 def test_a_changed_config_does_not_restore_someone_elses_campaign(ray_cluster, tiny_root, campaign_root):
