@@ -346,8 +346,7 @@ def autoscaling_step(serve, settings, base: str, bodies: list[bytes], args) -> d
 
 def bench_models(args) -> dict:
     """The served student against the teacher in-process (benchmarks/latency.py: torch and ONNX Runtime)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from latency import measure
+    from latency import measure  # the sibling script: run as a script, benchmarks/ is first on sys.path
 
     return measure(args.dataset_dir, [args.model_dir], skip_teacher=args.skip_teacher, repeats=200)
 

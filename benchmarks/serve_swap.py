@@ -27,8 +27,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_load import REPO_ROOT, free_port, load_bodies, log  # noqa: E402 - the sibling benchmark's helpers
+# the sibling benchmark's helpers: run as a script, benchmarks/ is first on sys.path
+from serve_load import REPO_ROOT, free_port, load_bodies, log
 
 
 def parse_args() -> argparse.Namespace:

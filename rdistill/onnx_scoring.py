@@ -78,10 +78,25 @@ def export_onnx(model, path: Path) -> dict[str, Any]:
     """Write `model.scores` as an ONNX graph to `path` and check it against torch on `parity_histories`.
 
     Returns what the manifest records (file, opset, seconds, the largest difference seen); raises ArtifactError
-    naming the student when the export fails or the graph disagrees with torch."""
+    naming the student when the export fails or the graph disagrees with torch. The model is in eval mode while
+    it is exported and checked, and back in its own mode after."""
     started = time.perf_counter()
     was_training = model.training
     model.eval()
+    try:
+        program = _export(model, path)
+        worst = _check_parity(model, path)
+    except ArtifactError:
+        path.unlink(missing_ok=True)
+        raise
+    finally:
+        model.train(was_training)
+    return {"file": path.name, "opset": program.model.opset_imports.get("", None),
+            "max_abs_diff": worst, "seconds": round(time.perf_counter() - started, 2)}
+
+
+def _export(model, path: Path):
+    """torch.onnx.export of the eval-mode model's `scores`, batch and length dynamic; ArtifactError on failure."""
     # example sizes of at least 2 and unequal, so torch.export specialises neither dimension
     example = torch.ones(3 if model.max_len == 2 else 2, model.max_len, dtype=torch.long)
     batch = torch.export.Dim("batch", min=1, max=65536)
@@ -99,53 +114,41 @@ def export_onnx(model, path: Path) -> dict[str, Any]:
                                         dynamic_shapes=({0: batch, 1: length},))
             program.save(str(path))
     except Exception as err:  # torch.export raises many kinds; all mean "this student does not export"
-        path.unlink(missing_ok=True)
         raise ArtifactError(f"could not export the {_label(model)} to ONNX: {type(err).__name__}: "
                             f"{str(err).splitlines()[0] if str(err) else ''}") from err
     finally:
         registration_log.setLevel(registration_level)
-        model.train(was_training)
-    try:
-        worst = _check_parity(model, path)
-    except ArtifactError:
-        path.unlink(missing_ok=True)
-        raise
-    return {"file": path.name, "opset": program.model.opset_imports.get("", None),
-            "max_abs_diff": worst, "seconds": round(time.perf_counter() - started, 2)}
+    return program
 
 
 def _check_parity(model, path: Path) -> float:
-    """The largest score difference between the graph and torch on `parity_histories`; ArtifactError when the
-    graph fails on one of them or disagrees beyond float rounding."""
+    """The largest score difference between the graph and the eval-mode model on `parity_histories`; ArtifactError
+    when the graph fails on one of them or disagrees beyond float rounding."""
     import numpy as np
 
     try:
         scorer = OnnxScorer(model, path)
     except ImportError as err:
         raise ArtifactError(f"the ONNX graph cannot be checked without onnxruntime: {err}") from err
-    was_training, worst = model.training, 0.0
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for history in parity_histories(model.n_items, model.max_len):
-                shape = tuple(history.shape)
-                expected = model.scores(history).numpy()
-                try:
-                    got = scorer.scores(history).numpy()
-                except Exception as err:  # ONNX Runtime's own error types; a graph traced for fixed shapes
-                    raise ArtifactError(f"the ONNX graph of the {_label(model)} fails on a history of "
-                                        f"shape {shape}: {str(err).splitlines()[0]}") from err
-                finite = np.isfinite(expected)
-                difference = np.abs(got[finite] - expected[finite]).max(initial=0.0) if finite.any() else 0.0
-                # float rounding grows with depth and with the scores' size: judge it against their scale
-                scale = max(1.0, float(np.abs(expected[finite]).max(initial=0.0)))
-                if not np.array_equal(finite, np.isfinite(got)) or difference > PARITY_TOLERANCE * scale:
-                    raise ArtifactError(f"the ONNX graph of the {_label(model)} disagrees with torch on a "
-                                        f"history of shape {shape}: largest difference {difference:.3g} "
-                                        f"(scores up to {scale:.3g})")
-                worst = max(worst, float(difference))
-    finally:
-        model.train(was_training)
+    worst = 0.0
+    with torch.inference_mode():
+        for history in parity_histories(model.n_items, model.max_len):
+            shape = tuple(history.shape)
+            expected = model.scores(history).numpy()
+            try:
+                got = scorer.scores(history).numpy()
+            except Exception as err:  # ONNX Runtime's own error types; a graph traced for fixed shapes
+                raise ArtifactError(f"the ONNX graph of the {_label(model)} fails on a history of "
+                                    f"shape {shape}: {str(err).splitlines()[0]}") from err
+            finite = np.isfinite(expected)
+            difference = np.abs(got[finite] - expected[finite]).max(initial=0.0) if finite.any() else 0.0
+            # float rounding grows with depth and with the scores' size: judge it against their scale
+            scale = max(1.0, float(np.abs(expected[finite]).max(initial=0.0)))
+            if not np.array_equal(finite, np.isfinite(got)) or difference > PARITY_TOLERANCE * scale:
+                raise ArtifactError(f"the ONNX graph of the {_label(model)} disagrees with torch on a "
+                                    f"history of shape {shape}: largest difference {difference:.3g} "
+                                    f"(scores up to {scale:.3g})")
+            worst = max(worst, float(difference))
     return worst
 
 
