@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,7 +243,11 @@ def tune_students(config: Config, fresh: bool = False) -> TuneResult:
     ensure_ray()
     log.info("%s tuning campaign %s: %d trials, %s search, %s scheduler", "resuming" if restore else "starting",
              campaign_dir, config.tune.num_samples, config.tune.search, config.tune.scheduler)
-    results = _tuner(config, restore).fit()
+    with warnings.catch_warnings():
+        # a trial run again after a resume reports its epochs to Optuna a second time: Optuna keeps the first
+        warnings.filterwarnings("ignore", message="The reported value is ignored because this `step",
+                                category=UserWarning)
+        results = _tuner(config, restore).fit()
     finished = results.num_terminated + results.num_errors
     if finished < config.tune.num_samples:
         raise CampaignInterrupted(f"the campaign in {root.describe(campaign)} stopped with {finished} of "
