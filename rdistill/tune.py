@@ -1,15 +1,16 @@
 """The search over distillation weights (`rdistill tune`): Ray Tune + Optuna TPE + ASHA, winner exported.
 
 Each trial is one distillation run (rdistill.distill.train.train_student) with the trial's settings applied to
-the experiment config. After every epoch it reports the validation metrics to Tune (so ASHA can stop it) and,
-when the selection metric improved, a checkpoint with the student's weights. Only validation metrics drive
+the experiment config. After every epoch it reports the validation metrics to Tune (so ASHA can stop it) with a
+checkpoint: the student's weights and the run's state (optimizer, best epoch so far, random state); Tune keeps
+the best one by the validation metric and the latest. Only validation metrics drive
 the search and the choice of the winner; the winner's test metrics are computed once, after the search, and
 the winner is exported to serving/model/ (rdistill/export.py).
 
 The campaign lives under <artifact_root>/tune/<tune.name>/. Running the same command again after an
-interruption restores it with Tuner.restore: finished trials are kept; an unfinished trial starts again from its
-first epoch (the same seed, so the same run), and ASHA counts epochs, not reports, so the rerun is judged at the
-same milestones as a trial that was never interrupted.
+interruption restores it with Tuner.restore: finished trials are kept, and an unfinished trial goes on after the
+last epoch it checkpointed, as if it had not stopped. ASHA counts the reported epochs, not Tune's reports, so a
+trial that repeats an epoch (cut short between training it and checkpointing it) meets the same milestones.
 
 With tune.objective=quality_latency every trial also reports its per-request scoring latency and Optuna's TPE
 searches both objectives; the Pareto front goes to pareto.json and the winner is the best on validation within
@@ -82,13 +83,14 @@ def _tune_dimension(dimension: SearchDimension):
 
 
 def run_trial(trial_params: dict[str, Any], base: dict[str, Any]) -> None:
-    """The Tune trainable: one distillation run, reporting every epoch (checkpoints when improved)."""
+    """The Tune trainable: one distillation run, reporting every epoch with a checkpoint of the student and of the
+    run's state, so that a trial restored after an interruption goes on from its last epoch."""
     import tempfile
 
     import ray
     from ray import tune
 
-    from rdistill.distill.train import EpochReport, train_student
+    from rdistill.distill.train import TRAIN_STATE_FILE, EpochReport, TrainState, train_student
     from rdistill.models import save_student
     from rdistill.tradeoff import sample_history, served_latency_ms
 
@@ -96,6 +98,12 @@ def run_trial(trial_params: dict[str, Any], base: dict[str, Any]) -> None:
     metric_prefix = "valid_"
     node_id = ray.get_runtime_context().get_node_id()  # where the trial ran: summary.json shows how trials spread
     latency: dict[str, float] = {}
+    resume = None
+    checkpoint = tune.get_checkpoint()  # set when Tuner.restore resumes this trial
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            if (Path(folder) / TRAIN_STATE_FILE).is_file():
+                resume = TrainState.load(Path(folder) / TRAIN_STATE_FILE)
 
     def report(epoch_report: EpochReport) -> None:
         model = epoch_report.model
@@ -106,15 +114,14 @@ def run_trial(trial_params: dict[str, Any], base: dict[str, Any]) -> None:
         metrics = {"epoch": epoch_report.epoch, "node_id": node_id, **latency,
                    **{(key if key.startswith(("train_loss", "loss_")) else metric_prefix + key): value
                       for key, value in epoch_report.metrics.items()}}
-        if epoch_report.improved:
-            with tempfile.TemporaryDirectory() as folder:
-                save_student(epoch_report.model, Path(folder))
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-        else:
-            tune.report(metrics)
+        # Tune keeps the best checkpoint by the validation metric (the winner's weights) and the latest (to resume)
+        with tempfile.TemporaryDirectory() as folder:
+            save_student(model, Path(folder))
+            epoch_report.state().save(Path(folder) / TRAIN_STATE_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     train_student(config, run_dir=Path(tune.get_context().get_trial_dir()) / "final", on_epoch_end=report,
-                  evaluate_test=False)
+                  evaluate_test=False, resume=resume)
 
 
 def check_tune_inputs(config: Config) -> None:
@@ -180,7 +187,7 @@ def _tuner(config: Config, restore: bool):
     else:
         search_alg = BasicVariantGenerator(random_state=config.seed, max_concurrent=tune_cfg.max_concurrent)
     if tune_cfg.scheduler == "asha":
-        # epochs, not training_iteration: a trial restarted by a resume keeps counting reports from where it stopped
+        # epochs, not training_iteration: a resumed trial may report an epoch twice
         scheduler = ASHAScheduler(time_attr="epoch", max_t=tune_cfg.max_epochs,
                                   grace_period=min(tune_cfg.grace_period, tune_cfg.max_epochs),
                                   reduction_factor=tune_cfg.reduction_factor, **(on_metric if latency_too else {}))
@@ -244,7 +251,7 @@ def tune_students(config: Config, fresh: bool = False) -> TuneResult:
     log.info("%s tuning campaign %s: %d trials, %s search, %s scheduler", "resuming" if restore else "starting",
              campaign_dir, config.tune.num_samples, config.tune.search, config.tune.scheduler)
     with warnings.catch_warnings():
-        # a trial run again after a resume reports its epochs to Optuna a second time: Optuna keeps the first
+        # a resumed trial may report an epoch to Optuna a second time (see last_run): Optuna keeps the first
         warnings.filterwarnings("ignore", message="The reported value is ignored because this `step",
                                 category=UserWarning)
         results = _tuner(config, restore).fit()
@@ -351,13 +358,15 @@ def trial_table(results, metric: str) -> list[dict[str, Any]]:
 
 
 def last_run(values: list[float], epochs: list[int]) -> list[float]:
-    """A trial's per-epoch values from its last run: a trial interrupted mid-run and resumed reports epochs 1, 2, …
-    again, after the reports of the run that was cut short."""
-    start = 0
-    for index in range(1, len(epochs)):
-        if epochs[index] <= epochs[index - 1]:
-            start = index
-    return values[start:] if epochs else values
+    """A trial's value for each epoch of the run that counts: a resumed trial reports again from the epoch after its
+    last checkpoint, which replaces what it had reported from there on (a trial whose checkpoint was lost reports
+    from epoch 1 again)."""
+    kept: list[tuple[int, float]] = []
+    for epoch, value in zip(epochs, values):
+        while kept and kept[-1][0] >= epoch:
+            kept.pop()
+        kept.append((epoch, value))
+    return [value for _, value in kept] if epochs else values
 
 
 def pareto_summary(trials: list[dict[str, Any]], budget_ms: float | None) -> dict[str, Any]:

@@ -107,17 +107,21 @@ def test_an_interrupted_campaign_resumes_without_losing_finished_trials(ray_clus
     assert all(len(lines.splitlines()) == 3 for lines in finished_before.values())
 
     result = tune_students(campaign_config(tiny_root, campaign_root, *overrides))
-    assert result.restored  # a trial cut short ran again from its first epoch: its table row is that run's epochs
+    assert result.restored
     assert len(result.trials) == 4 and all(trial["epochs"] == 3 for trial in result.trials), result.trials
+    for path in campaign.glob("*/result.json"):  # a trial cut short went on from its checkpoint, not from epoch 1
+        epochs = [json.loads(line)["epoch"] for line in path.read_text().splitlines()]
+        assert epochs.count(1) == 1 and max(epochs) == 3, (path.parent.name, epochs)
     for name, lines in finished_before.items():  # finished trials were kept, not run again
         assert (campaign / name / "result.json").read_text() == lines
 
 
-def test_a_resumed_trial_is_tabled_by_its_last_run():
-    # epochs 1-2 reported, Ctrl-C, then the resumed trial ran epochs 1-3 again
-    assert last_run([0.1, 0.2, 0.11, 0.21, 0.3], [1, 2, 1, 2, 3]) == [0.11, 0.21, 0.3]
+def test_a_resumed_trial_is_tabled_with_one_value_per_epoch_the_latest():
     assert last_run([0.1, 0.2, 0.3], [1, 2, 3]) == [0.1, 0.2, 0.3]
-    assert last_run([0.1, 0.2, 0.4], [1, 2, 1]) == [0.4]
+    # cut short after reporting epoch 2 but before Tune recorded its checkpoint: resumed from epoch 1's
+    assert last_run([0.1, 0.2, 0.21, 0.3], [1, 2, 2, 3]) == [0.1, 0.21, 0.3]
+    # no checkpoint survived: the trial ran from its first epoch again
+    assert last_run([0.1, 0.2, 0.11, 0.21, 0.3], [1, 2, 1, 2, 3]) == [0.11, 0.21, 0.3]
     assert last_run([], []) == []
 
 

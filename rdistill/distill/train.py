@@ -8,6 +8,7 @@ with those weights.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import random
 import time
@@ -31,15 +32,58 @@ from rdistill.models import SequentialRecommender, build_student, save_student
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+TRAIN_STATE_FILE = "train_state.pt"
+
+
+@dataclass
+class TrainState:
+    """Where a run stands after an epoch, all a later process needs to go on exactly as if it had not stopped:
+    weights, optimizer, the best epoch so far (for early stopping and the final weights), and the random state."""
+
+    epoch: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    best_metric: float
+    best_epoch: int
+    best_valid: dict[str, float]
+    best_model: dict[str, torch.Tensor]
+    history: list[dict[str, Any]]
+    epoch_seconds: list[float]
+    rng: dict[str, Any]
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(dataclasses.asdict(self), tmp)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> TrainState:
+        return cls(**torch.load(path, weights_only=True))  # tensors, numbers and lists only: nothing to execute
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    numpy_state = np.random.get_state()
+    return {"generator": generator.get_state(), "torch": torch.get_rng_state(), "random": random.getstate(),
+            "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]]}
+
+
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["random"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+
 
 @dataclass
 class EpochReport:
-    """What the per-epoch callback sees: validation metrics, and the model (to checkpoint it when improved)."""
+    """What the per-epoch callback sees: validation metrics, the model (to checkpoint it), and the run's state."""
 
     epoch: int
     metrics: dict[str, float]  # train_loss (+ its parts) and the validation metrics of this epoch
     improved: bool  # the selection metric is the best so far
     model: SequentialRecommender
+    state: Callable[[], TrainState]  # built on request: a copy of everything needed to resume after this epoch
 
 
 # Called after every epoch; returning True stops training (e.g. a Ray Tune scheduler stopped the trial).
@@ -73,8 +117,12 @@ def train_student(
     run_dir: Path | None = None,
     on_epoch_end: EpochCallback | None = None,
     evaluate_test: bool = True,
+    resume: TrainState | None = None,
 ) -> TrainResult:
-    """Train config.student on the prepared dataset under config.artifact_root; write students/<run>/."""
+    """Train config.student on the prepared dataset under config.artifact_root; write students/<run>/.
+
+    `resume` (a TrainState an earlier run's callback saved) continues that run after its last epoch: a Ray Tune
+    trial restored after an interruption."""
     started = time.time()
     train_cfg, eval_cfg = config.train, config.eval
     if train_cfg.num_threads:
@@ -101,8 +149,25 @@ def train_student(
 
     best_metric, best_epoch, best_state, best_valid = float("-inf"), 0, None, {}
     history: list[dict[str, Any]] = []
-    epoch_seconds = []
-    for epoch in range(1, train_cfg.epochs + 1):
+    epoch_seconds: list[float] = []
+    first_epoch = 1
+    if resume is not None:
+        model.load_state_dict(resume.model)
+        optimizer.load_state_dict(resume.optimizer)
+        _set_rng_state(resume.rng, generator)
+        best_metric, best_epoch, best_valid = resume.best_metric, resume.best_epoch, resume.best_valid
+        best_state, history, epoch_seconds = resume.best_model, resume.history, resume.epoch_seconds
+        # a run whose patience ran out at its last epoch had ended: nothing is left to train
+        first_epoch = resume.epoch + 1 if resume.epoch - best_epoch < train_cfg.patience else train_cfg.epochs + 1
+        log.info("resuming after epoch %d (best so far: epoch %d, %s %.4f)", resume.epoch, best_epoch,
+                 eval_cfg.select_metric, best_metric)
+
+    def snapshot(epoch: int) -> Callable[[], TrainState]:
+        return lambda: TrainState(epoch, copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()),
+                                  best_metric, best_epoch, dict(best_valid), copy.deepcopy(best_state),
+                                  copy.deepcopy(history), list(epoch_seconds), _rng_state(generator))
+
+    for epoch in range(first_epoch, train_cfg.epochs + 1):
         epoch_start = time.time()
         losses = _train_one_epoch(model, loss_fn, optimizer, train, train_cfg.batch_size, train_cfg.grad_clip,
                                   generator, progress=train_cfg.progress, description=f"epoch {epoch}")
@@ -117,8 +182,8 @@ def train_student(
             best_state = copy.deepcopy(model.state_dict())
         log.info("epoch %d: loss %.4f, valid %s %.4f%s", epoch, train_loss, eval_cfg.select_metric, metric,
                  " (best)" if improved else "")
-        stop_requested = on_epoch_end(EpochReport(epoch, {**losses, **valid_metrics}, improved, model)
-                                      ) if on_epoch_end else False
+        stop_requested = on_epoch_end(EpochReport(epoch, {**losses, **valid_metrics}, improved, model,
+                                                  snapshot(epoch))) if on_epoch_end else False
         if stop_requested or epoch - best_epoch >= train_cfg.patience:
             break
 
