@@ -251,7 +251,7 @@ def tune_students(config: Config, fresh: bool = False) -> TuneResult:
     log.info("%s tuning campaign %s: %d trials, %s search, %s scheduler", "resuming" if restore else "starting",
              campaign_dir, config.tune.num_samples, config.tune.search, config.tune.scheduler)
     with warnings.catch_warnings():
-        # a resumed trial may report an epoch to Optuna a second time (see last_run): Optuna keeps the first
+        # a resumed trial may report an epoch to Optuna twice (see latest_per_epoch): Optuna keeps the first
         warnings.filterwarnings("ignore", message="The reported value is ignored because this `step",
                                 category=UserWarning)
         results = _tuner(config, restore).fit()
@@ -341,7 +341,7 @@ def trial_table(results, metric: str) -> list[dict[str, Any]]:
     for result in results:
         frame = result.metrics_dataframe
         reported = frame[metric].tolist() if frame is not None and metric in frame else []
-        history = last_run(reported, frame["epoch"].tolist() if reported and "epoch" in frame else [])
+        history = latest_per_epoch(reported, frame["epoch"].tolist() if reported and "epoch" in frame else [])
         rows.append({
             "trial_id": (result.metrics or {}).get("trial_id"),
             "params": {key: value for key, value in (result.config or {}).items()},
@@ -357,7 +357,7 @@ def trial_table(results, metric: str) -> list[dict[str, Any]]:
     return rows
 
 
-def last_run(values: list[float], epochs: list[int]) -> list[float]:
+def latest_per_epoch(values: list[float], epochs: list[int]) -> list[float]:
     """A trial's value for each epoch of the run that counts: a resumed trial reports again from the epoch after its
     last checkpoint, which replaces what it had reported from there on (a trial whose checkpoint was lost reports
     from epoch 1 again)."""

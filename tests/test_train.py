@@ -79,26 +79,29 @@ def test_epoch_callback_can_stop_training(tiny_root):
 def test_a_run_resumed_from_its_saved_state_ends_exactly_like_the_run_that_never_stopped(tiny_root, tmp_path):
     # dropout draws from torch's global generator and the batches from the run's own: both must be restored
     overrides = ["train.epochs=4", "train.patience=10", "student.params={hidden_size: 16, dropout: 0.3}"]
-    state_file = tmp_path / TRAIN_STATE_FILE
 
-    def save_after_two(report):
-        if report.epoch == 2:
-            report.state().save(state_file)
+    def save_every_epoch(report):
+        report.state().save(tmp_path / f"{report.epoch}-{TRAIN_STATE_FILE}")
 
-    straight = train_student(tiny_config(tiny_root, *overrides, "train.run_name=straight"), on_epoch_end=save_after_two)
-    torch.manual_seed(12345)  # a process that resumes starts from other random states
-    seen = []
-    resumed = train_student(tiny_config(tiny_root, *overrides, "train.run_name=resumed"),
-                            on_epoch_end=lambda report: seen.append(report.epoch),
-                            resume=TrainState.load(state_file))
-    assert seen == [3, 4]  # only the epochs after the saved one are trained
-    assert (resumed.valid, resumed.test, resumed.best_epoch, resumed.epochs_run) == (
-        straight.valid, straight.test, straight.best_epoch, straight.epochs_run)
-    a, b = load_student(straight.run_dir).state_dict(), load_student(resumed.run_dir).state_dict()
-    assert all(torch.equal(a[key], b[key]) for key in a)
-    history = [json.loads((run.run_dir / "metrics.json").read_text())["history"] for run in (straight, resumed)]
-    assert [{k: v for k, v in row.items() if k != "seconds"} for row in history[0]] == [
-        {k: v for k, v in row.items() if k != "seconds"} for row in history[1]]
+    straight = train_student(tiny_config(tiny_root, *overrides, "train.run_name=straight"),
+                             on_epoch_end=save_every_epoch)
+    straight_weights = load_student(straight.run_dir).state_dict()
+    straight_history = json.loads((straight.run_dir / "metrics.json").read_text())["history"]
+    for stopped_after in (1, 2, 3):  # epoch 1 is the best so far (its state holds one copy of the weights)
+        torch.manual_seed(12345)  # a process that resumes starts from other random states
+        seen = []
+        resumed = train_student(tiny_config(tiny_root, *overrides, f"train.run_name=resumed-{stopped_after}"),
+                                on_epoch_end=lambda report: seen.append(report.epoch),
+                                resume=TrainState.load(tmp_path / f"{stopped_after}-{TRAIN_STATE_FILE}"))
+        assert seen == list(range(stopped_after + 1, 5))  # only the epochs after the saved one are trained
+        assert (resumed.valid, resumed.best_epoch, resumed.epochs_run) == (
+            straight.valid, straight.best_epoch, straight.epochs_run)
+        assert resumed.test == straight.test
+        weights = load_student(resumed.run_dir).state_dict()
+        assert all(torch.equal(straight_weights[key], weights[key]) for key in weights)
+        history = json.loads((resumed.run_dir / "metrics.json").read_text())["history"]
+        assert [{k: v for k, v in row.items() if k != "seconds"} for row in history] == [
+            {k: v for k, v in row.items() if k != "seconds"} for row in straight_history]
 
 
 def test_same_seed_same_result_and_a_new_seed_differs(tiny_root):

@@ -18,7 +18,7 @@ from rdistill.data.dataset import load_split
 from rdistill.errors import ConfigError
 from rdistill.export import load_exported
 from rdistill.models import load_student
-from rdistill.tune import last_run, tune_students
+from rdistill.tune import latest_per_epoch, tune_students
 
 from tiny_data import REPO_ROOT, tiny_config, write_signals
 
@@ -117,12 +117,12 @@ def test_an_interrupted_campaign_resumes_without_losing_finished_trials(ray_clus
 
 
 def test_a_resumed_trial_is_tabled_with_one_value_per_epoch_the_latest():
-    assert last_run([0.1, 0.2, 0.3], [1, 2, 3]) == [0.1, 0.2, 0.3]
+    assert latest_per_epoch([0.1, 0.2, 0.3], [1, 2, 3]) == [0.1, 0.2, 0.3]
     # cut short after reporting epoch 2 but before Tune recorded its checkpoint: resumed from epoch 1's
-    assert last_run([0.1, 0.2, 0.21, 0.3], [1, 2, 2, 3]) == [0.1, 0.21, 0.3]
+    assert latest_per_epoch([0.1, 0.2, 0.21, 0.3], [1, 2, 2, 3]) == [0.1, 0.21, 0.3]
     # no checkpoint survived: the trial ran from its first epoch again
-    assert last_run([0.1, 0.2, 0.11, 0.21, 0.3], [1, 2, 1, 2, 3]) == [0.11, 0.21, 0.3]
-    assert last_run([], []) == []
+    assert latest_per_epoch([0.1, 0.2, 0.11, 0.21, 0.3], [1, 2, 1, 2, 3]) == [0.11, 0.21, 0.3]
+    assert latest_per_epoch([], []) == []
 
 
 def test_a_changed_config_does_not_restore_someone_elses_campaign(ray_cluster, tiny_root, campaign_root):

@@ -46,7 +46,7 @@ class TrainState:
     best_metric: float
     best_epoch: int
     best_valid: dict[str, float]
-    best_model: dict[str, torch.Tensor]
+    best_model: dict[str, torch.Tensor] | None  # None when the best epoch is this one: `model` holds its weights
     history: list[dict[str, Any]]
     epoch_seconds: list[float]
     rng: dict[str, Any]
@@ -156,7 +156,8 @@ def train_student(
         optimizer.load_state_dict(resume.optimizer)
         _set_rng_state(resume.rng, generator)
         best_metric, best_epoch, best_valid = resume.best_metric, resume.best_epoch, resume.best_valid
-        best_state, history, epoch_seconds = resume.best_model, resume.history, resume.epoch_seconds
+        best_state = resume.best_model if resume.best_model is not None else copy.deepcopy(resume.model)
+        history, epoch_seconds = resume.history, resume.epoch_seconds
         # a run whose patience ran out at its last epoch had ended: nothing is left to train
         first_epoch = resume.epoch + 1 if resume.epoch - best_epoch < train_cfg.patience else train_cfg.epochs + 1
         log.info("resuming after epoch %d (best so far: epoch %d, %s %.4f)", resume.epoch, best_epoch,
@@ -164,7 +165,8 @@ def train_student(
 
     def snapshot(epoch: int) -> Callable[[], TrainState]:
         return lambda: TrainState(epoch, copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()),
-                                  best_metric, best_epoch, dict(best_valid), copy.deepcopy(best_state),
+                                  best_metric, best_epoch, dict(best_valid),
+                                  None if best_epoch == epoch else copy.deepcopy(best_state),
                                   copy.deepcopy(history), list(epoch_seconds), _rng_state(generator))
 
     for epoch in range(first_epoch, train_cfg.epochs + 1):
