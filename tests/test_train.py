@@ -14,7 +14,7 @@ from rdistill.errors import ConfigError
 from rdistill.evaluate import PopularityRecommender, evaluate_model, evaluate_scorer
 from rdistill.models import load_student
 
-from tiny_data import tiny_config
+from tiny_data import dataset_with_signals, tiny_config
 
 
 def popularity_valid_ndcg(root) -> float:
@@ -76,15 +76,25 @@ def test_epoch_callback_can_stop_training(tiny_root):
     assert {"train_loss", "ndcg_at_10", "hr_at_10"} <= seen[0][1]
 
 
-def test_a_run_resumed_from_its_saved_state_ends_exactly_like_the_run_that_never_stopped(tiny_root, tmp_path):
-    # dropout draws from torch's global generator and the batches from the run's own: both must be restored
+DISTILLED = ["distill.kd_weight=0.5", "distill.rank_weight=0.5", "distill.embed_weight=0.3", "distill.top_k=4"]
+
+
+@pytest.mark.parametrize("distilled", [False, True], ids=["plain", "distilled"])
+def test_a_run_resumed_from_its_saved_state_ends_exactly_like_the_run_that_never_stopped(tiny_root, tmp_path,
+                                                                                      distilled):
+    # dropout draws from torch's global generator, the batches and the ranking term's negatives from the run's own:
+    # both must be restored; the embedding term's teacher table is rebuilt from the signals, not saved
     overrides = ["train.epochs=4", "train.patience=10", "student.params={hidden_size: 16, dropout: 0.3}"]
+    if distilled:
+        overrides += [f"artifact_root={dataset_with_signals(tiny_root, tmp_path / 'root')}", *DISTILLED]
 
     def save_every_epoch(report):
         report.state().save(tmp_path / f"{report.epoch}-{TRAIN_STATE_FILE}")
 
     straight = train_student(tiny_config(tiny_root, *overrides, "train.run_name=straight"),
                              on_epoch_end=save_every_epoch)
+    saved = TrainState.load(tmp_path / f"1-{TRAIN_STATE_FILE}").model
+    assert ("item_offset.projection.weight" in saved) == distilled and "item_offset.teacher_items" not in saved
     straight_weights = load_student(straight.run_dir).state_dict()
     straight_history = json.loads((straight.run_dir / "metrics.json").read_text())["history"]
     for stopped_after in (1, 2, 3):  # epoch 1 is the best so far (its state holds one copy of the weights)

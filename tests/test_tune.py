@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import torch
 
@@ -20,7 +18,7 @@ from rdistill.export import load_exported
 from rdistill.models import load_student
 from rdistill.tune import latest_per_epoch, tune_students
 
-from tiny_data import REPO_ROOT, tiny_config, write_signals
+from tiny_data import REPO_ROOT, dataset_with_signals, tiny_config
 
 pytestmark = pytest.mark.integration
 
@@ -32,14 +30,7 @@ SPACE = ("tune.space={train.lr: {type: loguniform, low: 0.00001, high: 0.01}, "
 @pytest.fixture
 def campaign_root(tiny_root, tmp_path):
     """The tiny dataset with fixture signals: the teacher's favourite is the true next item."""
-    shutil.copytree(tiny_root / "artifacts" / "dataset", tmp_path / "dataset")
-    target = load_split(tmp_path / "dataset", "train", 8).target.numpy()
-    topk = np.stack([(target - 1 + offset) % 40 + 1 for offset in (0, 1, 2, 3)], axis=1)
-    scores = np.tile(np.array([[5.0, 1.0, 0.0, -1.0]], np.float32), (len(target), 1))
-    item_emb = np.random.default_rng(0).normal(size=(41, 12)).astype(np.float32)
-    item_emb[0] = 0
-    write_signals(tmp_path, topk, scores, item_emb)
-    return tmp_path
+    return dataset_with_signals(tiny_root, tmp_path)
 
 
 def campaign_config(tiny_root, root, *overrides):

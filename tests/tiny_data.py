@@ -76,3 +76,20 @@ def write_signals(root, topk_items: np.ndarray, topk_scores: np.ndarray, item_em
     }, schema=ITEM_EMB_SCHEMA), folder / "item_emb.parquet")
     (folder / "manifest.json").write_text(json.dumps({"counts": {"rows": {"train": rows or count},
                                                                  "items": items or len(item_emb) - 1}}))
+
+
+def dataset_with_signals(tiny_root: Path, root: Path) -> Path:
+    """The tiny dataset copied to `root`, with fixture signals beside it: the teacher's favourite is the true next
+    item, then the three after it."""
+    import shutil
+
+    from rdistill.data.dataset import load_split
+
+    shutil.copytree(tiny_root / "artifacts" / "dataset", root / "dataset")
+    target = load_split(root / "dataset", "train", 8).target.numpy()
+    topk = np.stack([(target - 1 + offset) % N_ITEMS + 1 for offset in (0, 1, 2, 3)], axis=1)
+    scores = np.tile(np.array([[5.0, 1.0, 0.0, -1.0]], np.float32), (len(target), 1))
+    item_emb = np.random.default_rng(0).normal(size=(N_ITEMS + 1, 12)).astype(np.float32)
+    item_emb[0] = 0
+    write_signals(root, topk, scores, item_emb)
+    return root

@@ -152,11 +152,18 @@ def train_student(
     epoch_seconds: list[float] = []
     first_epoch = 1
     if resume is not None:
-        model.load_state_dict(resume.model)
+        # strict about missing weights; a state saved before the teacher's item table left the state dict still
+        # holds it (the objective above has rebuilt it from the signals)
+        expected = model.state_dict().keys()
+
+        def known(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {name: tensor for name, tensor in state.items() if name in expected}
+
+        model.load_state_dict(known(resume.model))
         optimizer.load_state_dict(resume.optimizer)
         _set_rng_state(resume.rng, generator)
         best_metric, best_epoch, best_valid = resume.best_metric, resume.best_epoch, resume.best_valid
-        best_state = resume.best_model if resume.best_model is not None else copy.deepcopy(resume.model)
+        best_state = known(resume.best_model if resume.best_model is not None else resume.model)
         history, epoch_seconds = resume.history, resume.epoch_seconds
         # a run whose patience ran out at its last epoch had ended: nothing is left to train
         first_epoch = resume.epoch + 1 if resume.epoch - best_epoch < train_cfg.patience else train_cfg.epochs + 1
