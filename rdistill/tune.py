@@ -255,11 +255,21 @@ def tune_students(config: Config, fresh: bool = False) -> TuneResult:
         warnings.filterwarnings("ignore", message="The reported value is ignored because this `step",
                                 category=UserWarning)
         results = _tuner(config, restore).fit()
-    finished = results.num_terminated + results.num_errors
+    finished = _ended_trials(storage_path, filesystem)
     if finished < config.tune.num_samples:
         raise CampaignInterrupted(f"the campaign in {root.describe(campaign)} stopped with {finished} of "
                                   f"{config.tune.num_samples} trials finished: run the same command again to resume")
     return _finish(config, campaign_dir, results, started, restore)
+
+
+def _ended_trials(storage_path: str, filesystem) -> int:
+    """Trials that ended (finished or failed) as the campaign's saved state records them. Not the ResultGrid's count:
+    on Ctrl-C, Tune saves the state, then stops the running trials and calls them terminated there, so a campaign
+    interrupted during its last trials would look complete and export a winner from trials cut short."""
+    from ray.tune import ExperimentAnalysis
+
+    trials = ExperimentAnalysis(storage_path, storage_filesystem=filesystem).trials
+    return sum(trial.status in ("TERMINATED", "ERROR") for trial in trials)
 
 
 def _finish(config: Config, campaign_dir: Path, results, started: float, restored: bool) -> TuneResult:

@@ -69,17 +69,17 @@ def test_search_stops_weak_trials_and_exports_the_validation_winner(ray_cluster,
 
 def test_an_interrupted_campaign_resumes_without_losing_finished_trials(ray_cluster, tiny_root, campaign_root,
                                                                          tmp_path):
-    overrides = ["tune.num_samples=4", "tune.max_concurrent=1", "tune.scheduler=fifo", "tune.max_epochs=3"]
+    overrides = ["tune.num_samples=4", "tune.max_concurrent=1", "tune.scheduler=fifo", "tune.max_epochs=6"]
     config_file = tmp_path / "campaign.yaml"
     config_file.write_text(json.dumps(campaign_config(tiny_root, campaign_root, *overrides).model_dump(mode="json")))
     campaign = campaign_root / "tune" / "distill"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": ""}
     process = subprocess.Popen([sys.executable, "-m", "rdistill.cli", "tune", "--config", str(config_file)],
                                cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:  # Ctrl-C once the second trial has reported an epoch: with one trial at a time, the first is then
-        deadline = time.time() + 420  # recorded finished, and the second is usually cut short mid-run
-        while time.time() < deadline and sum(bool(path.read_text().strip())
-                                             for path in campaign.glob("*/result.json")) < 2:
+    try:  # Ctrl-C once the last trial has reported an epoch: with one trial at a time, the first three are then
+        deadline = time.time() + 420  # recorded finished, and the last is cut short mid-run, which must not
+        while time.time() < deadline and sum(bool(path.read_text().strip())  # pass for a finished campaign
+                                             for path in campaign.glob("*/result.json")) < 4:
             time.sleep(0.2)
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=120)
@@ -95,14 +95,14 @@ def test_an_interrupted_campaign_resumes_without_losing_finished_trials(ray_clus
     finished_before = {path.parent.name: path.read_text() for path in campaign.glob("*/result.json")
                        if path.parent.name.split("_")[2] in finished_ids}
     assert 1 <= len(finished_before) == len(finished_ids) < 4
-    assert all(len(lines.splitlines()) == 3 for lines in finished_before.values())
+    assert all(len(lines.splitlines()) == 6 for lines in finished_before.values())
 
     result = tune_students(campaign_config(tiny_root, campaign_root, *overrides))
     assert result.restored
-    assert len(result.trials) == 4 and all(trial["epochs"] == 3 for trial in result.trials), result.trials
+    assert len(result.trials) == 4 and all(trial["epochs"] == 6 for trial in result.trials), result.trials
     for path in campaign.glob("*/result.json"):  # a trial cut short went on from its checkpoint, not from epoch 1
         epochs = [json.loads(line)["epoch"] for line in path.read_text().splitlines()]
-        assert epochs.count(1) == 1 and max(epochs) == 3, (path.parent.name, epochs)
+        assert epochs.count(1) == 1 and max(epochs) == 6, (path.parent.name, epochs)
     for name, lines in finished_before.items():  # finished trials were kept, not run again
         assert (campaign / name / "result.json").read_text() == lines
 
