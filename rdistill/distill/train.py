@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import io
 import logging
 import random
 import time
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from rdistill.artifacts import MANIFEST_NAME, ArtifactLayout, atomic_write_json, build_manifest
+from rdistill.artifacts import MANIFEST_NAME, ArtifactLayout, atomic_write_bytes, atomic_write_json, build_manifest
 from rdistill.config import Config, config_to_dict
 from rdistill.errors import ConfigError
 from rdistill.data.dataset import SplitTensors, load_dataset_info, load_split, sequence_windows
@@ -52,9 +53,9 @@ class TrainState:
     rng: dict[str, Any]
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(dataclasses.asdict(self), tmp)
-        tmp.replace(path)
+        buffer = io.BytesIO()
+        torch.save(dataclasses.asdict(self), buffer)
+        atomic_write_bytes(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path: Path) -> TrainState:
@@ -152,18 +153,11 @@ def train_student(
     epoch_seconds: list[float] = []
     first_epoch = 1
     if resume is not None:
-        # strict about missing weights; a state saved before the teacher's item table left the state dict still
-        # holds it (the objective above has rebuilt it from the signals)
-        expected = model.state_dict().keys()
-
-        def known(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            return {name: tensor for name, tensor in state.items() if name in expected}
-
-        model.load_state_dict(known(resume.model))
+        model.load_state_dict(resume.model)
         optimizer.load_state_dict(resume.optimizer)
         _set_rng_state(resume.rng, generator)
         best_metric, best_epoch, best_valid = resume.best_metric, resume.best_epoch, resume.best_valid
-        best_state = known(resume.best_model if resume.best_model is not None else resume.model)
+        best_state = resume.best_model if resume.best_model is not None else resume.model  # loaded by copy above
         history, epoch_seconds = resume.history, resume.epoch_seconds
         # a run whose patience ran out at its last epoch had ended: nothing is left to train
         first_epoch = resume.epoch + 1 if resume.epoch - best_epoch < train_cfg.patience else train_cfg.epochs + 1
