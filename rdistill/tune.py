@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -248,6 +249,9 @@ def tune_students(config: Config, fresh: bool = False) -> TuneResult:
     root.push(campaign_dir / CAMPAIGN_FILE)
 
     ensure_ray()
+    # each epoch checkpoints (a cut-short trial resumes from it), and with num_to_keep Tune then snapshots the
+    # campaign state each time; its warning that snapshots come less than 5 s apart is about that design, not a fault
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     log.info("%s tuning campaign %s: %d trials, %s search, %s scheduler", "resuming" if restore else "starting",
              campaign_dir, config.tune.num_samples, config.tune.search, config.tune.scheduler)
     with warnings.catch_warnings():
