@@ -66,9 +66,11 @@ def parse_args() -> argparse.Namespace:
                              "distill/summary.json when present)")
     parser.add_argument("--name", default="",
                         help="a variant of the benchmark (e.g. another teacher): results go under <dataset>/<name>")
-    parser.add_argument("--plain-runs-from", default=None, metavar="ENTRY",
-                        help="take the plain-* runs (which never read the teacher) from another entry of --out, "
-                             "e.g. amazon-scientific, when both were prepared from the same data")
+    parser.add_argument("--plain-runs-from", default=None, metavar="ENTRY_OR_FILE",
+                        help="take the plain-* runs (which never read the teacher) from another entry of --out "
+                             "(e.g. amazon-scientific) or from a benchmarks/students.py results file (e.g. "
+                             "benchmarks/results/students.json), when both were prepared from the same data; a run "
+                             "this entry holds too must have the same test metrics")
     parser.add_argument("--teacher-entry", default=None,
                         help="the teacher row's entry in benchmarks/results/teacher.json (default "
                              "quality/<dataset>/items)")
@@ -121,6 +123,20 @@ def run_one(args: argparse.Namespace, variant: str, seed: int, weights: dict) ->
             "seconds_per_epoch": result.seconds_per_epoch, "epochs_run": result.epochs_run,
             "best_epoch": result.best_epoch, "distill": config.distill.model_dump(mode="json"),
             "student": config.student.model_dump(mode="json")}
+
+
+def plain_runs(args: argparse.Namespace, results: dict) -> dict:
+    """The plain-* runs of another entry of --out, or those of a benchmarks/students.py results file (its runs
+    are keyed <dataset>/<model>/seed<n>, and train the same students with the same settings)."""
+    source = Path(args.plain_runs_from)
+    if source.suffix != ".json":
+        return {key: run for key, run in results[args.plain_runs_from]["runs"].items() if key.startswith("plain-")}
+    runs = {}
+    for key, run in json.loads(source.read_text())["runs"].items():
+        dataset, model, seed = key.split("/")
+        if dataset == args.dataset and f"plain-{model}" in VARIANTS:
+            runs[f"plain-{model}/{seed}"] = run
+    return runs
 
 
 def run_key(variant: str, seed: int, weights: dict) -> str:
@@ -185,8 +201,11 @@ def main() -> int:
     report = results.get(entry, {})
     runs = report.get("runs", {})
     if args.plain_runs_from:  # plain students never read the teacher: the same data gives the same runs
-        runs.update({key: run for key, run in results[args.plain_runs_from]["runs"].items()
-                     if key.startswith("plain-")})
+        for key, run in plain_runs(args, results).items():
+            if key in runs and runs[key]["test"] != run["test"]:
+                raise SystemExit(f"{key}: this entry's run and the one in {args.plain_runs_from} differ on test "
+                                 "(not the same data or training code), so the plain runs cannot be shared")
+            runs.setdefault(key, run)
         report["plain_runs_from"] = args.plain_runs_from
     weights, source = tuned_weights(args)
     teacher = teacher_quality(args)
