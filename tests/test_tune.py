@@ -62,6 +62,8 @@ def test_search_stops_weak_trials_and_exports_the_validation_winner(ray_cluster,
                                                                     monkeypatch):
     monkeypatch.chdir(campaign_root.parent)  # a relative artifact root, as users write it; trials run elsewhere
     config = campaign_config(tiny_root, campaign_root.name)
+    # unset, as in a fresh process (an earlier campaign in this process has set it)
+    monkeypatch.delenv("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", raising=False)
     tune_warnings = WarningsOf("ray.tune.execution.experiment_state")
     with tune_warnings:
         result = tune_students(config)
