@@ -43,6 +43,11 @@ class SequentialRecommender(nn.Module):
         # Distillation may add a trainable offset to the item table (DLLM2Rec's collaborative embedding
         # distillation, rdistill/distill/losses.py); fold_item_embeddings() merges it into one fixed table.
         self.item_offset: nn.Module | None = None
+        # added to the scores: -inf in the padding column so it never ranks (one add, where an indexed write
+        # is seven operators in the exported graph); a constant, so not saved
+        padding_column = torch.zeros(n_items + 1)
+        padding_column[PADDING_IDX] = float("-inf")
+        self.register_buffer("padding_column", padding_column, persistent=False)
 
     def init_item_embeddings(self, std: float) -> None:
         """Normal(0, std) item vectors with the padding row kept at zero (nn.init would overwrite it)."""
@@ -90,9 +95,7 @@ class SequentialRecommender(nn.Module):
 
     def scores(self, history: torch.Tensor) -> torch.Tensor:
         """Full-catalogue scores [B, n_items + 1]; the padding column is -inf so it never ranks."""
-        logits = self.forward(history) @ self.item_embeddings().T
-        logits[:, PADDING_IDX] = float("-inf")
-        return logits
+        return self.forward(history) @ self.item_embeddings().T + self.padding_column
 
     def loss(self, history: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Full-softmax cross-entropy of the target over the whole catalogue."""

@@ -10,6 +10,10 @@ from torch import nn
 from rdistill.data.schema import PADDING_IDX
 from rdistill.models.base import SequentialRecommender, StudentParams, trim_leading_padding
 
+# Added to the attention score of a key a position may not see. Finite, unlike -inf, so that a row that may see
+# nothing softmaxes without NaN; exp() of it beside any real score is exactly 0 in float32.
+BLOCKED = -1e9
+
 
 class SASRecParams(StudentParams):
     num_layers: int = Field(2, ge=1)  # self-attention blocks
@@ -40,6 +44,8 @@ class SASRec(SequentialRecommender):
         )
         self.encoder = nn.TransformerEncoder(layer, params.num_layers, enable_nested_tensor=False)
         self.output_norm = nn.LayerNorm(params.hidden_size)
+        # the future half of attention_bias, cut to each history's length (not saved: it is a constant)
+        self.register_buffer("future_bias", torch.full((max_len, max_len), BLOCKED).triu(1), persistent=False)
         self.apply(_init_weights)
         self.init_item_embeddings(std=0.02)
 
@@ -77,27 +83,48 @@ class SASRec(SequentialRecommender):
 
         The final block computes its query, attention and feed-forward for the last position alone, and attention
         is one fused call: on one history (serving) it ran about 1.5x faster than the full encoder, since a student
-        this small spends its time in per-operator overhead rather than arithmetic."""
+        this small spends its time in per-operator overhead rather than arithmetic. For the same reason the
+        exported graph (rdistill/onnx_scoring.py) spells attention out as four operators with an additive mask
+        (attention_bias): torch.onnx's expansion of the fused call, with its boolean mask, NaN guards and
+        general-rank transposes, held about half of the graph's nodes."""
         history = self.prepare(history)
         hidden = self.input_states(history)
         batch, length = history.shape
+        exporting = torch.compiler.is_exporting()
         # One trimmed left-padded history holds no padding: a causal mask is all it needs (SDPA builds it). A graph
         # being exported serves any batch, so it always carries the full mask.
-        single = not torch.compiler.is_exporting() and batch == 1  # (a symbolic batch must not be compared)
-        allowed = None if single else ~self.blocked_attention(history)[:, None]  # [B, 1, L, L]; True = may attend
+        single = not exporting and batch == 1  # (a symbolic batch must not be compared)
+        if single:
+            mask = None
+        elif exporting:
+            mask = self.attention_bias(history)  # [B, 1, L, L], added to the scores
+        else:
+            mask = ~self.blocked_attention(history)[:, None]  # [B, 1, L, L]; True = may attend
         layers = self.encoder.layers
         for index, layer in enumerate(layers):
             attention = layer.self_attn
             qkv = F.linear(layer.norm1(hidden), attention.in_proj_weight, attention.in_proj_bias)
             query, key, value = qkv.view(batch, length, 3, self.params.num_heads, -1).permute(2, 0, 3, 1, 4)
-            mask, causal = allowed, single
+            causal = single
             if index == len(layers) - 1:  # from here on only the last position's state is needed
                 query, hidden, causal = query[:, :, -1:], hidden[:, -1:], False  # the last query sees every key
-                mask = None if single else allowed[:, :, -1:]
-            context = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, is_causal=causal)
+                mask = None if single else mask[:, :, -1:]
+            if exporting:
+                scale = query.shape[-1] ** -0.5
+                context = torch.softmax(query @ key.transpose(-1, -2) * scale + mask, dim=-1) @ value
+            else:
+                context = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, is_causal=causal)
             hidden = hidden + attention.out_proj(context.transpose(1, 2).reshape(batch, hidden.shape[1], -1))
             hidden = hidden + layer.linear2(layer.activation(layer.linear1(layer.norm2(hidden))))
         return self.output_norm(hidden[:, -1])
+
+    def attention_bias(self, history: torch.Tensor) -> torch.Tensor:
+        """[B, 1, L, L] float, added to the attention scores: 0 where a position may attend, BLOCKED where the key
+        is in the future or padding. Unlike blocked_attention it lets a padding position attend to nothing: the
+        finite bias gives its row a finite softmax (a uniform one), and no real position ever reads it."""
+        length = history.shape[1]
+        padding_key = (history == PADDING_IDX)[:, None, None, :]
+        return torch.where(padding_key, BLOCKED, self.future_bias[:length, :length])
 
     def prepare(self, history: torch.Tensor) -> torch.Tensor:
         history = self.most_recent(history)
