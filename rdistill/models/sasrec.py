@@ -86,7 +86,7 @@ class SASRec(SequentialRecommender):
         this small spends its time in per-operator overhead rather than arithmetic. For the same reason the
         exported graph (rdistill/onnx_scoring.py) spells attention out as four operators with an additive mask
         (attention_bias): torch.onnx's expansion of the fused call, with its boolean mask, NaN guards and
-        general-rank transposes, held about half of the graph's nodes."""
+        general-rank transposes, held over a quarter of the graph's nodes."""
         history = self.prepare(history)
         hidden = self.input_states(history)
         batch, length = history.shape
