@@ -59,10 +59,11 @@ def test_sasrecs_graph_spells_attention_out_and_masks_the_padding_column_with_on
     # of its nodes, so SASRec's exported path avoids both (the parity test above checks the numbers)
     import onnx
 
-    export_onnx(student("sasrec"), tmp_path / ONNX_FILE)
+    model = student("sasrec")
+    export_onnx(model, tmp_path / ONNX_FILE)
     operators = [node.op_type for node in onnx.load(str(tmp_path / ONNX_FILE)).graph.node]
     assert not {"IsNaN", "ScatterElements", "ScatterND"} & set(operators), sorted(set(operators))
-    assert operators.count("Softmax") == student("sasrec").params.num_layers  # one per block, nothing else
+    assert operators.count("Softmax") == model.params.num_layers  # one per block, nothing else
 
 
 def test_a_recurrent_student_exported_again_in_one_process_keeps_a_dynamic_length(tmp_path):
