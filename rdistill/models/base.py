@@ -117,8 +117,7 @@ class SequentialRecommender(nn.Module):
         next_items = next_items_at_positions(history, target, width)
         real = (history != PADDING_IDX)[:, -width:]  # left padding: a real item is followed by a real one
         steps_back = torch.arange(width - 1, -1, -1, device=history.device).expand_as(real)
-        logits = states[real] @ self.item_embeddings().T
-        logits[:, PADDING_IDX] = float("-inf")
+        logits = states[real] @ self.item_embeddings().T + self.padding_column
         return logits, next_items[real], steps_back[real]
 
     def model_config(self) -> dict[str, Any]:

@@ -146,12 +146,8 @@ class SLMStudent(SequentialRecommender):
         return self.encode(history)[0]
 
     def user_logits(self, user: torch.Tensor) -> torch.Tensor:
-        logits = user @ self.item_embeddings().T
-        logits[:, PADDING_IDX] = float("-inf")
-        return logits
+        return user @ self.item_embeddings().T + self.padding_column
 
     def block_logits(self, state: torch.Tensor) -> torch.Tensor:
         """Scores from an intermediate block's state through the same head (SLMRec's extra supervision)."""
-        logits = self.output_projection(state) @ self.item_embeddings().T
-        logits[:, PADDING_IDX] = float("-inf")
-        return logits
+        return self.output_projection(state) @ self.item_embeddings().T + self.padding_column
