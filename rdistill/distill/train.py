@@ -363,7 +363,7 @@ class DistillationObjective:
             signal_rows = row_id.repeat_interleave(real_per_row) - steps_back
         elif self.uses_blocks:
             user, blocks = model.encode(history)
-            logits, targets, signal_rows = model.user_logits(user), target, row_id
+            logits, targets, signal_rows = model.catalogue_logits(user), target, row_id
         else:
             logits, targets, signal_rows = model.scores(history), target, row_id
         ce = F.cross_entropy(logits, targets)

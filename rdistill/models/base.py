@@ -95,7 +95,12 @@ class SequentialRecommender(nn.Module):
 
     def scores(self, history: torch.Tensor) -> torch.Tensor:
         """Full-catalogue scores [B, n_items + 1]; the padding column is -inf so it never ranks."""
-        return self.forward(history) @ self.item_embeddings().T + self.padding_column
+        return self.catalogue_logits(self.forward(history))
+
+    def catalogue_logits(self, states: torch.Tensor) -> torch.Tensor:
+        """[N, n_items + 1] dot products of user states [N, d] with the item table, padding column at -inf:
+        the one place every student's scores and training logits come from."""
+        return states @ self.item_embeddings().T + self.padding_column
 
     def loss(self, history: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Full-softmax cross-entropy of the target over the whole catalogue."""
@@ -117,8 +122,7 @@ class SequentialRecommender(nn.Module):
         next_items = next_items_at_positions(history, target, width)
         real = (history != PADDING_IDX)[:, -width:]  # left padding: a real item is followed by a real one
         steps_back = torch.arange(width - 1, -1, -1, device=history.device).expand_as(real)
-        logits = states[real] @ self.item_embeddings().T + self.padding_column
-        return logits, next_items[real], steps_back[real]
+        return self.catalogue_logits(states[real]), next_items[real], steps_back[real]
 
     def model_config(self) -> dict[str, Any]:
         """Everything needed to rebuild this model (see rdistill.models.load_student)."""

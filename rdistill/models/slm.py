@@ -145,9 +145,6 @@ class SLMStudent(SequentialRecommender):
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         return self.encode(history)[0]
 
-    def user_logits(self, user: torch.Tensor) -> torch.Tensor:
-        return user @ self.item_embeddings().T + self.padding_column
-
     def block_logits(self, state: torch.Tensor) -> torch.Tensor:
         """Scores from an intermediate block's state through the same head (SLMRec's extra supervision)."""
-        return self.output_projection(state) @ self.item_embeddings().T + self.padding_column
+        return self.catalogue_logits(self.output_projection(state))
