@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 # Environment variables must be set before Ray starts: Serve's controller, proxy and replicas inherit the
 # driver's environment. A value the user exported wins.
@@ -19,6 +20,13 @@ RAY_ENV_DEFAULTS = {
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
 }
+
+# Serve's HAProxy ingress (Ray >= 2.55): HAProxy takes the Python proxy's place and forwards requests straight to
+# the replicas (3.2x the requests/s here). Not among the local defaults: besides the endpoint on http_options.host,
+# Ray 2.60 binds HAProxy's stats page and Prometheus exporter on every interface, with no setting for their host,
+# and keeps its state under one fixed /tmp/haproxy-serve per machine. The RayService (cluster/kuberay/) turns it on,
+# where the pod network is the boundary.
+HAPROXY_SWITCH = "RAY_SERVE_ENABLE_HA_PROXY"
 
 
 def ensure_ray(address: str | None = None) -> None:
@@ -37,3 +45,16 @@ def set_env_defaults() -> None:
     starting Ray, whose processes inherit the environment."""
     for name, value in RAY_ENV_DEFAULTS.items():
         os.environ.setdefault(name, value)
+
+
+def haproxy_exposure_warning(host: str, environ: Mapping[str, str] = os.environ) -> str | None:
+    """What HAProxy ingress opens beyond `host`, when it is on (HAPROXY_SWITCH=1) and the endpoint is meant to be
+    reachable from this machine only; None otherwise."""
+    if environ.get(HAPROXY_SWITCH, "0") != "1" or host not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    stats = environ.get("RAY_SERVE_HAPROXY_STATS_PORT") or "8404"
+    metrics = environ.get("RAY_SERVE_HAPROXY_METRICS_PORT") or "9101"
+    return (f"{HAPROXY_SWITCH}=1: the API listens on {host} only, but HAProxy also serves its stats page on port "
+            f"{stats} and Prometheus metrics on port {metrics} of every interface (Ray has no host setting for "
+            f"them; RAY_SERVE_HAPROXY_STATS_PORT and RAY_SERVE_HAPROXY_METRICS_PORT move them). Firewall those "
+            f"ports if other machines can reach this one.")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -42,7 +43,9 @@ from pydantic import (
 
 from rdistill.errors import ConfigError
 from rdistill.onnx_scoring import runtime_name, scorer_for
-from rdistill.ray_runtime import ensure_ray
+from rdistill.ray_runtime import ensure_ray, haproxy_exposure_warning
+
+log = logging.getLogger("rdistill.serving")
 
 DEFAULT_TOKEN_ENV = "RDISTILL_SERVE_TOKEN"
 MAX_K = 100
@@ -374,8 +377,6 @@ RECOMMEND_OPENAPI = {
 def add_error_handlers(api: FastAPI) -> None:
     """JSON for every error FastAPI or Starlette raise by themselves (404, 405, ...) and, as a last resort, for
     an unexpected exception (a 500 that names no internals; the traceback goes to the replica's log)."""
-    import logging
-
     from starlette.exceptions import HTTPException
 
     async def serving_error(request, exc: ServingError):
@@ -390,7 +391,7 @@ def add_error_handlers(api: FastAPI) -> None:
         return JSONResponse(error_body(f"invalid request: {shown}", errors=errors), status_code=422)
 
     async def unexpected(request, exc: Exception):
-        logging.getLogger("rdistill.serving").exception("unexpected error on %s", request.url.path)
+        log.exception("unexpected error on %s", request.url.path)
         return JSONResponse(error_body("internal error while answering the request; see the server log"),
                             status_code=500)
 
@@ -476,6 +477,9 @@ def run_local(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, 
     application = build_app(settings, num_replicas=num_replicas, autoscaling_config=autoscaling_config,
                             max_ongoing_requests=max_ongoing_requests, num_cpus_per_replica=num_cpus_per_replica)
     ensure_ray(ray_address)
+    warning = haproxy_exposure_warning(host)
+    if warning:
+        log.warning(warning)
     serve.start(http_options={"host": host, "port": port})
     serve.run(application, name=app_name, route_prefix=route_prefix,
               logging_config={"enable_access_log": access_log})

@@ -104,7 +104,7 @@ def test_every_job_module_named_in_the_docs_exists():
 
 
 def test_rayservice_nodes_get_serves_throughput_switches():
-    from rdistill.ray_runtime import RAY_ENV_DEFAULTS
+    from rdistill.ray_runtime import HAPROXY_SWITCH, RAY_ENV_DEFAULTS
 
     service = load(CLUSTER / "kuberay" / "rayservice.yaml")
     cluster = service["spec"]["rayClusterConfig"]
@@ -114,3 +114,4 @@ def test_rayservice_nodes_get_serves_throughput_switches():
     for group in groups:
         env = {item["name"]: item.get("value") for item in group["template"]["spec"]["containers"][0]["env"]}
         assert {name: env.get(name) for name in switches} == switches
+        assert env.get(HAPROXY_SWITCH) == "1"  # HAProxy ingress: on in the cluster, opt-in locally
