@@ -22,10 +22,10 @@ RAY_ENV_DEFAULTS = {
 }
 
 # Serve's HAProxy ingress (Ray >= 2.55): HAProxy takes the Python proxy's place and forwards requests straight to
-# the replicas (3.2x the requests/s here). Not among the local defaults: besides the endpoint on http_options.host,
-# Ray 2.60 binds HAProxy's stats page and Prometheus exporter on every interface, with no setting for their host,
-# and keeps its state under one fixed /tmp/haproxy-serve per machine. The RayService (cluster/kuberay/) turns it on,
-# where the pod network is the boundary.
+# the replicas (3.2-4.3x the requests/s here). Not among the local defaults: besides the endpoint on
+# http_options.host, Ray 2.60 binds HAProxy's stats page and Prometheus exporter on every interface, with no setting
+# for their host, and keeps its state under one fixed /tmp/haproxy-serve per machine. The RayService
+# (cluster/kuberay/) turns it on, where the pod network is the boundary.
 HAPROXY_SWITCH = "RAY_SERVE_ENABLE_HA_PROXY"
 
 
