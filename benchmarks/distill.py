@@ -9,7 +9,8 @@ Needs a trained teacher and its signals under the work dir (benchmarks/teacher.p
 Variants (rows): the teacher (one run, from teacher/checkpoint/metrics.json); plain students (sasrec, gru4rec,
 caser); sasrec with item embeddings initialised from the teacher's item table (PCA) and nothing else; sasrec with
 each distillation term alone (kd, rank, embed) and with all tuned terms but one (no_kd, no_rank, no_embed); every
-student with all tuned terms; and slm. Selection on
+student with all tuned terms; sasrec with all tuned terms and the teacher-initialised item table (init_distill); and
+slm. Selection on
 validation, test computed once per run. Runs are cached in --out, so an interrupted benchmark continues.
 """
 
@@ -44,7 +45,7 @@ STUDENT_OVERRIDES = {  # as in benchmarks/students.py
 }
 VARIANTS = ("plain-sasrec", "plain-gru4rec", "plain-caser", "init-sasrec", "kd-sasrec", "rank-sasrec",
             "embed-sasrec", "no_kd-sasrec", "no_rank-sasrec", "no_embed-sasrec", "distill-sasrec",
-            "distill-gru4rec", "distill-caser", "slm")
+            "init_distill-sasrec", "distill-gru4rec", "distill-caser", "slm")
 # The tuned keys each term owns (top_k is shared by kd and rank: it stays while either is on).
 TERM_KEYS = {"kd": ("distill.kd_weight", "distill.temperature"),
              "rank": ("distill.rank_weight", "distill.gamma_position", "distill.gamma_confidence",
@@ -101,6 +102,8 @@ def variant_overrides(variant: str, weights: dict) -> list[str]:
         terms = {"distill.init_item_embeddings": "teacher"}
     elif kind == "distill":
         terms = weights
+    elif kind == "init_distill":  # every tuned term, and the item table initialised from the teacher's too
+        terms = weights | {"distill.init_item_embeddings": "teacher"}
     elif kind.startswith("no_"):  # every tuned term but one; the dropped one's weight is set to 0
         dropped = TERM_KEYS[kind.removeprefix("no_")]
         terms = {k: v for k, v in weights.items() if k not in dropped} | {dropped[0]: 0.0}
