@@ -75,6 +75,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--teacher-entry", default=None,
                         help="the teacher row's entry in benchmarks/results/teacher.json (default "
                              "quality/<dataset>/items)")
+    parser.add_argument("--overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="config overrides for every run of this entry, e.g. train.loss=bce "
+                             "train.objective=last_position (DLLM2Rec's protocol); give the entry its own --name")
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "distill.json")
@@ -120,7 +123,7 @@ def run_one(args: argparse.Namespace, variant: str, seed: int, weights: dict) ->
     if args.threads:
         base.append(f"train.num_threads={args.threads}")
     config = load_config(REPO_ROOT / "jobs" / "configs" / f"{args.dataset}.yaml",
-                         base + variant_overrides(variant, weights))
+                         base + variant_overrides(variant, weights) + args.overrides)
     result = train_student(config)
     return {"valid": result.valid, "test": result.test, "num_parameters": result.num_parameters,
             "seconds_per_epoch": result.seconds_per_epoch, "epochs_run": result.epochs_run,
@@ -203,6 +206,12 @@ def main() -> int:
     entry = f"{args.dataset}/{args.name}" if args.name else args.dataset
     report = results.get(entry, {})
     runs = report.get("runs", {})
+    if sorted(report.get("overrides", [])) != sorted(args.overrides) and runs:
+        raise SystemExit(f"entry {entry} was run with overrides {report.get('overrides', [])}, not "
+                         f"{args.overrides}: give these runs their own --name")
+    if args.overrides and args.plain_runs_from:
+        raise SystemExit("--plain-runs-from shares runs trained without --overrides: train this entry's plain runs")
+    report["overrides"] = args.overrides
     if args.plain_runs_from:  # plain students never read the teacher: the same data gives the same runs
         for key, run in plain_runs(args, results).items():
             if key in runs and runs[key]["test"] != run["test"]:

@@ -116,6 +116,10 @@ class TrainConfig(StrictModel):
     # auto: causal students (sasrec, gru4rec) learn the next item at every position of a history in one pass
     # (SASRec's scheme, ~max_len times cheaper per epoch); others learn each train row's target.
     objective: Literal["auto", "all_positions", "last_position"] = "auto"
+    # The recommendation loss. softmax: full-softmax cross-entropy over the catalogue (the default, and the stronger
+    # baseline). bce: the target against one sampled item with binary cross-entropy, as the original SASRec and
+    # DLLM2Rec's code train their students: kept to compare with numbers reported under that protocol.
+    loss: Literal["softmax", "bce"] = "softmax"
     eval_batch_size: int = Field(1024, ge=1)
     num_threads: int | None = Field(None, ge=1)  # torch intra-op threads; null keeps torch's default
     progress: bool = True  # tqdm progress bars on stderr

@@ -17,6 +17,7 @@ from rdistill.distill.losses import (
     kd_loss,
     rank_loss,
     ranking_weights,
+    recommendation_loss,
     teacher_initialised_table,
 )
 from rdistill.distill.train import DistillationObjective, load_train_signals, train_student
@@ -51,6 +52,36 @@ class TestKnowledgeDistillation:
         # d KL / d s = softmax(s) - p_teacher: pushes the teacher's favourite up
         p = torch.softmax(teacher.detach(), 1)
         torch.testing.assert_close(student.grad, torch.full((1, 3), 1 / 3) - p)
+
+
+class TestRecommendationLoss:
+    def test_softmax_is_cross_entropy_over_the_catalogue(self):
+        logits = torch.tensor([[float("-inf"), 2.0, 0.0, -1.0]])
+        expected = -(2.0 - math.log(math.exp(2.0) + 1.0 + math.exp(-1.0)))
+        assert recommendation_loss(logits, torch.tensor([1]), "softmax").item() == pytest.approx(expected)
+
+    def test_bce_by_hand(self):
+        # two items: the only negative for target 1 is item 2, so -log sigma(1) - log sigma(2)
+        logits = torch.tensor([[float("-inf"), 1.0, -2.0]], requires_grad=True)
+        loss = recommendation_loss(logits, torch.tensor([1]), "bce", torch.Generator().manual_seed(0))
+        assert loss.item() == pytest.approx(-log_sigmoid(1.0) - log_sigmoid(2.0))
+        loss.backward()
+        # d/ds_pos = sigma(s_pos) - 1, d/ds_neg = sigma(s_neg); nothing reaches the padding column
+        sigma = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+        torch.testing.assert_close(logits.grad, torch.tensor([[0.0, sigma(1.0) - 1, sigma(-2.0)]]))
+
+    def test_bce_negatives_are_uniform_over_every_item_but_the_target(self):
+        n_items, draws = 5, 20000
+        targets = torch.full((draws,), 3)
+        logits = torch.zeros(draws, n_items + 1, requires_grad=True)
+        recommendation_loss(logits, targets, "bce", torch.Generator().manual_seed(1)).backward()
+        drawn = (logits.grad[:, [1, 2, 4, 5]] > 0).sum(0).float() / draws  # a negative's gradient is positive
+        assert (logits.grad[:, 0] == 0).all() and (logits.grad[:, 3] < 0).all()
+        torch.testing.assert_close(drawn, torch.full((4,), 0.25), atol=0.02, rtol=0)
+
+    def test_unknown_kind(self):
+        with pytest.raises(ValueError, match="unknown recommendation loss 'hinge'"):
+            recommendation_loss(torch.zeros(1, 3), torch.tensor([1]), "hinge")
 
 
 class TestRankingDistillation:

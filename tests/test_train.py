@@ -47,6 +47,17 @@ def test_student_learns_the_pattern_and_beats_popularity(tiny_root, name):
     assert (result.run_dir / "manifest.json").is_file()
 
 
+def test_bce_loss_learns_the_pattern_too(tiny_root):
+    """train.loss=bce (one sampled negative, DLLM2Rec's protocol) trains a student that beats popularity; its
+    epochs log the BCE loss under its own name."""
+    config = tiny_config(tiny_root, "student.name=sasrec", "train.loss=bce", "train.epochs=25", "train.lr=0.01",
+                         "train.run_name=learn-bce")
+    result = train_student(config)
+    assert result.valid["ndcg_at_10"] > max(0.5, 3 * popularity_valid_ndcg(tiny_root)), result.valid
+    history = json.loads((result.run_dir / "metrics.json").read_text())["history"]
+    assert history[-1]["loss_bce"] < history[0]["loss_bce"]
+
+
 def test_early_stopping_waits_patience_epochs_after_the_best(tiny_root):
     # lr tiny enough that the validation metric never improves after the first epoch
     config = tiny_config(tiny_root, "train.lr=1e-12", "train.epochs=50", "train.patience=3",

@@ -8,7 +8,8 @@ a causal student) and the teacher's K candidates for each (its top-K items and s
 - ItemEmbeddingOffset: DLLM2Rec's collaborative embedding distillation (E_id + omega * Linear(E_teacher)).
 - feature_loss: SLMRec's feature distillation between aligned hidden states.
 
-The recommendation loss itself (full-softmax cross-entropy) is the students' own (rdistill/models/base.py).
+The recommendation loss itself is recommendation_loss: full-softmax cross-entropy (the students' own, see
+rdistill/models/base.py) or, for comparison with DLLM2Rec's protocol, binary cross-entropy against one sampled item.
 """
 
 from __future__ import annotations
@@ -74,6 +75,27 @@ def feature_loss(student_states: torch.Tensor, teacher_states: torch.Tensor, cos
 def sample_negatives(shape: tuple[int, ...], n_items: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Uniform item_idx in 1..n_items (never padding)."""
     return torch.randint(1, n_items + 1, shape, generator=generator)
+
+
+def recommendation_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """The loss of the true next items targets [P] under logits [P, n_items + 1] (column 0 is padding).
+
+    softmax: full-softmax cross-entropy over the catalogue. bce: -log sigma(s_target) - log sigma(-s_negative)
+    with one negative per position drawn uniformly from the catalogue other than the target (SASRec's original
+    loss and DLLM2Rec's, which also keeps the history's items out of the draw: with catalogues of thousands of
+    items and histories of tens, a rare collision is not worth a per-row mask)."""
+    if kind == "softmax":
+        return F.cross_entropy(logits, targets)
+    if kind != "bce":
+        raise ValueError(f"unknown recommendation loss {kind!r}: softmax or bce")
+    n_items = logits.shape[1] - 1
+    # n_items - 1 choices shifted past the target: uniform over every item but the target
+    negatives = torch.randint(1, n_items, targets.shape, generator=generator).to(targets.device)
+    negatives = negatives + (negatives >= targets).long()
+    positive = logits.gather(1, targets[:, None]).squeeze(1)
+    negative = logits.gather(1, negatives[:, None]).squeeze(1)
+    return -(F.logsigmoid(positive) + F.logsigmoid(-negative)).mean()
 
 
 class ItemEmbeddingOffset(nn.Module):

@@ -141,7 +141,7 @@ def train_student(
     model = _build_model(config, layout, info)
     objective = resolve_objective(train_cfg.objective, model)
     signals = load_train_signals(config, train, info) if config.distill.uses_teacher() else None
-    loss_fn = DistillationObjective(model, objective, config.distill, signals, generator)
+    loss_fn = DistillationObjective(model, objective, config.distill, signals, generator, train_cfg.loss)
     if objective == "all_positions":
         train = sequence_windows(train)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
@@ -321,11 +321,11 @@ class DistillationObjective:
     the teacher's signals of that row."""
 
     def __init__(self, model: SequentialRecommender, objective: str, distill, signals: TrainSignals | None,
-                 generator: torch.Generator):
+                 generator: torch.Generator, recommendation: str = "softmax"):
         from rdistill.distill.losses import ItemEmbeddingOffset, teacher_initialised_table
 
         self.model, self.objective, self.distill, self.signals = model, objective, distill, signals
-        self.generator = generator
+        self.generator, self.recommendation = generator, recommendation
         self.uses_blocks = distill.feature_weight > 0 or distill.block_ce_weight > 0
         if signals is None:
             return
@@ -349,11 +349,13 @@ class DistillationObjective:
 
     def __call__(self, history: torch.Tensor, target: torch.Tensor, row_id: torch.Tensor
                  ) -> tuple[torch.Tensor, dict[str, float]]:
-        from rdistill.distill.losses import feature_loss, kd_loss, rank_loss, ranking_weights, sample_negatives
+        from rdistill.distill.losses import (feature_loss, kd_loss, rank_loss, ranking_weights, recommendation_loss,
+                                             sample_negatives)
 
         model, distill = self.model, self.distill
         blocks: list[torch.Tensor] = []
-        if self.signals is None or not (distill.uses_candidates() or self.uses_blocks):
+        if self.recommendation == "softmax" and (self.signals is None
+                                                 or not (distill.uses_candidates() or self.uses_blocks)):
             loss_fn = model.all_positions_loss if self.objective == "all_positions" else model.loss
             loss = loss_fn(history, target)
             return loss, ({"loss_ce": loss.item()} if self.signals is not None else {})
@@ -366,8 +368,8 @@ class DistillationObjective:
             logits, targets, signal_rows = model.catalogue_logits(user), target, row_id
         else:
             logits, targets, signal_rows = model.scores(history), target, row_id
-        ce = F.cross_entropy(logits, targets)
-        loss, parts = ce, {"loss_ce": ce.item()}
+        ce = recommendation_loss(logits, targets, self.recommendation, self.generator)
+        loss, parts = ce, {"loss_ce" if self.recommendation == "softmax" else "loss_bce": ce.item()}
         if distill.uses_candidates():
             candidates = self.signals.topk_items[signal_rows]
             teacher_scores = self.signals.topk_scores[signal_rows]
