@@ -211,14 +211,17 @@ def test_every_position_maps_to_the_train_row_that_ends_there(shifted_teacher, t
     assert set(parts) == {"loss_ce", "loss_kd"} and loss.item() > parts["loss_ce"]
 
 
-@pytest.mark.parametrize("student, term", [("sasrec", "kd_weight"), ("sasrec", "rank_weight"),
-                                           ("caser", "kd_weight"), ("caser", "rank_weight")])
-def test_distillation_moves_the_student_towards_the_teacher(shifted_teacher, tiny_root, student, term):
-    """sasrec is distilled at every position (all_positions), caser at each row's last one."""
+@pytest.mark.parametrize("student, term, protocol", [
+    ("sasrec", "kd_weight", ()), ("sasrec", "rank_weight", ()), ("caser", "kd_weight", ()),
+    ("caser", "rank_weight", ()), ("sasrec", "rank_weight", ("train.loss=bce", "train.objective=last_position"))],
+    ids=["sasrec-kd", "sasrec-rank", "caser-kd", "caser-rank", "sasrec-rank-dllm2rec_protocol"])
+def test_distillation_moves_the_student_towards_the_teacher(shifted_teacher, tiny_root, student, term, protocol):
+    """sasrec is distilled at every position (all_positions), caser at each row's last one; the last case trains
+    with BCE at the last position, as DLLM2Rec's code does."""
     def rank_of_teacher_favourite(run_name: str, *overrides: str):
         config = tiny_config(tiny_root, f"artifact_root={shifted_teacher}", f"student.name={student}",
                              "train.epochs=10", "train.patience=10", f"train.run_name={run_name}", "train.lr=0.003",
-                             *overrides)
+                             *protocol, *overrides)
         result = train_student(config)
         model = load_student(result.run_dir)
         valid = load_split(shifted_teacher / "dataset", "valid", 8)
@@ -233,7 +236,7 @@ def test_distillation_moves_the_student_towards_the_teacher(shifted_teacher, tin
     assert plain > 12 and distilled < plain / 3, (plain, distilled)
     history = json.loads((result.run_dir / "metrics.json").read_text())["history"]
     part = {"kd_weight": "loss_kd", "rank_weight": "loss_rank"}[term]
-    assert {"loss_ce", part} <= set(history[0])
+    assert {"loss_bce" if protocol else "loss_ce", part} <= set(history[0])
     assert history[-1][part] < history[0][part]
 
 
