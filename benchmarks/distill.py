@@ -209,8 +209,12 @@ def main() -> int:
     if sorted(report.get("overrides", [])) != sorted(args.overrides) and runs:
         raise SystemExit(f"entry {entry} was run with overrides {report.get('overrides', [])}, not "
                          f"{args.overrides}: give these runs their own --name")
-    if args.overrides and args.plain_runs_from:
-        raise SystemExit("--plain-runs-from shares runs trained without --overrides: train this entry's plain runs")
+    if args.plain_runs_from:
+        source = args.plain_runs_from
+        source_overrides = [] if source.endswith(".json") else results.get(source, {}).get("overrides", [])
+        if sorted(source_overrides) != sorted(args.overrides):
+            raise SystemExit(f"--plain-runs-from {source} holds runs trained with overrides {source_overrides}, "
+                             f"not {args.overrides}: they cannot be shared")
     report["overrides"] = args.overrides
     if args.plain_runs_from:  # plain students never read the teacher: the same data gives the same runs
         for key, run in plain_runs(args, results).items():
