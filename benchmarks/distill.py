@@ -209,14 +209,13 @@ def main() -> int:
     if sorted(report.get("overrides", [])) != sorted(args.overrides) and runs:
         raise SystemExit(f"entry {entry} was run with overrides {report.get('overrides', [])}, not "
                          f"{args.overrides}: give these runs their own --name")
-    if args.plain_runs_from:
-        source = args.plain_runs_from
-        source_overrides = [] if source.endswith(".json") else results.get(source, {}).get("overrides", [])
-        if sorted(source_overrides) != sorted(args.overrides):
-            raise SystemExit(f"--plain-runs-from {source} holds runs trained with overrides {source_overrides}, "
-                             f"not {args.overrides}: they cannot be shared")
     report["overrides"] = args.overrides
     if args.plain_runs_from:  # plain students never read the teacher: the same data gives the same runs
+        shared = args.plain_runs_from
+        shared_overrides = [] if shared.endswith(".json") else results.get(shared, {}).get("overrides", [])
+        if sorted(shared_overrides) != sorted(args.overrides):
+            raise SystemExit(f"--plain-runs-from {shared} holds runs trained with overrides {shared_overrides}, "
+                             f"not {args.overrides}: they cannot be shared")
         for key, run in plain_runs(args, results).items():
             if key in runs and runs[key]["test"] != run["test"]:
                 raise SystemExit(f"{key}: this entry's run and the one in {args.plain_runs_from} differ on test "
