@@ -95,8 +95,9 @@ def test_search_stops_weak_trials_and_exports_the_validation_winner(ray_cluster,
 def test_an_interrupted_campaign_resumes_without_losing_finished_trials(ray_cluster, tiny_root, campaign_root,
                                                                          tmp_path):
     # one trial at a time; 24 epochs of small batches give the last trial seconds to spare for the Ctrl-C to land in
-    overrides = ["tune.num_samples=4", "tune.max_concurrent=1", "tune.scheduler=fifo", "tune.max_epochs=24",
-                 "train.patience=100", "train.batch_size=4"]
+    trial_epochs = 24
+    overrides = ["tune.num_samples=4", "tune.max_concurrent=1", "tune.scheduler=fifo",
+                 f"tune.max_epochs={trial_epochs}", "train.patience=100", "train.batch_size=4"]
     config_file = tmp_path / "campaign.yaml"
     config_file.write_text(json.dumps(campaign_config(tiny_root, campaign_root, *overrides).model_dump(mode="json")))
     campaign = campaign_root / "tune" / "distill"
@@ -122,14 +123,14 @@ def test_an_interrupted_campaign_resumes_without_losing_finished_trials(ray_clus
     finished_before = {path.parent.name: path.read_text() for path in campaign.glob("*/result.json")
                        if path.parent.name.split("_")[2] in finished_ids}
     assert 1 <= len(finished_before) == len(finished_ids) < 4
-    assert all(len(lines.splitlines()) == 24 for lines in finished_before.values())
+    assert all(len(lines.splitlines()) == trial_epochs for lines in finished_before.values())
 
     result = tune_students(campaign_config(tiny_root, campaign_root, *overrides))
     assert result.restored
-    assert len(result.trials) == 4 and all(trial["epochs"] == 24 for trial in result.trials), result.trials
+    assert len(result.trials) == 4 and all(trial["epochs"] == trial_epochs for trial in result.trials), result.trials
     for path in campaign.glob("*/result.json"):  # a trial cut short went on from its checkpoint, not from epoch 1
         epochs = [json.loads(line)["epoch"] for line in path.read_text().splitlines()]
-        assert epochs.count(1) == 1 and max(epochs) == 24, (path.parent.name, epochs)
+        assert epochs.count(1) == 1 and max(epochs) == trial_epochs, (path.parent.name, epochs)
     for name, lines in finished_before.items():  # finished trials were kept, not run again
         assert (campaign / name / "result.json").read_text() == lines
 
