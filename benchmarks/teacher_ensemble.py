@@ -69,12 +69,8 @@ def check_roots(roots: list[Path]) -> None:
 
 
 @torch.no_grad()
-def log_probabilities(checkpoint_dir: Path, history: torch.Tensor, batch_size: int) -> torch.Tensor:
+def log_probabilities(teacher, history: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Each row's log-softmax over the whole catalogue, as float32 on the CPU."""
-    from rdistill.models.lm_teacher import load_teacher
-
-    teacher, _ = load_teacher(checkpoint_dir)
-    teacher.eval()
     return torch.cat([torch.log_softmax(teacher.scores(history[start:start + batch_size]).float(), dim=-1)
                       for start in range(0, len(history), batch_size)])
 
@@ -86,6 +82,8 @@ def metrics_of(log_probs: torch.Tensor, history: torch.Tensor, target: torch.Ten
 
 
 def main() -> int:
+    from rdistill.models.lm_teacher import load_teacher
+
     args = parse_args()
     torch.set_num_threads(args.threads)
     check_roots(args.roots)
@@ -98,8 +96,10 @@ def main() -> int:
     splits = {name: load_split(dataset_dir, name, max_len) for name in ("valid", "test")}
     for root in args.roots:
         row = {"root": str(root)}
+        teacher, _ = load_teacher(root / "teacher" / "checkpoint")  # loaded once, scores both splits
+        teacher.eval()
         for name, split in splits.items():
-            log_probs = log_probabilities(root / "teacher" / "checkpoint", split.history, args.batch_size)
+            log_probs = log_probabilities(teacher, split.history, args.batch_size)
             per_split.setdefault(name, []).append(log_probs)
             row[name] = metrics_of(log_probs, split.history, split.target)
         report["teachers"].append(row)
