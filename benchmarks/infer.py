@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 
-from rdistill.artifacts import atomic_write_json
+from rdistill.artifacts import update_json_entry
 from rdistill.config import load_config
 from rdistill.data.dataset import load_dataset_info, pad_histories
 from rdistill.data.prepare import prepare_dataset
@@ -110,9 +110,7 @@ def main() -> int:
                 "the single-process loop times scoring and writing only",
         "command": "python benchmarks/infer.py " + shlex.join(sys.argv[1:]),
     }
-    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    results[f"{args.dataset}/batch{args.batch_size}/actors{args.actors}"] = report
-    atomic_write_json(args.out, results)
+    update_json_entry(args.out, f"{args.dataset}/batch{args.batch_size}/actors{args.actors}", report)
     print(json.dumps(report, indent=2))
     return 0
 

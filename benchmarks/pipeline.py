@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from rdistill.artifacts import update_json_entry
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GOAL_SECONDS = {"quick": 20 * 60}
 
@@ -80,12 +82,7 @@ def main() -> int:
                           for s in summary["stages"]},
         "sample": summary.get("sample"),
     }
-    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    results[f"{args.dataset}/{args.profile}"] = report
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(args.out)
+    update_json_entry(args.out, f"{args.dataset}/{args.profile}", report)
     print(json.dumps(report, indent=2))
     return 0
 

@@ -19,7 +19,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from rdistill.artifacts import atomic_write_json
+from rdistill.artifacts import update_json_entry
 from rdistill.config import load_config
 from rdistill.tune import tune_students
 
@@ -83,9 +83,7 @@ def main() -> int:
         "command": "python benchmarks/search.py " + shlex.join(sys.argv[1:]),
     }
     report["tpe_asha"]["compute_vs_random_total"] = report["tpe_asha"]["trial_seconds"] / max(random_total, 1e-9)
-    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    results[args.dataset] = report
-    atomic_write_json(args.out, results)
+    update_json_entry(args.out, args.dataset, report)
     print(json.dumps(report, indent=2))
     return 0
 

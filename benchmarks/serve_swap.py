@@ -27,6 +27,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from rdistill.artifacts import update_json_entry
+
 # the sibling benchmark's helpers: run as a script, benchmarks/ is first on sys.path
 from serve_load import REPO_ROOT, free_port, load_bodies, log
 
@@ -172,12 +174,7 @@ def main() -> None:
         "versions_answered": {version[:12]: sum(1 for *_, v in stream.results if v == version) for version in versions},
         "wall_s": round(time.time() - started, 1),
     }
-    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    results[args.name] = entry
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    tmp.replace(args.out)
+    update_json_entry(args.out, args.name, entry)
     print(json.dumps(entry, indent=2))
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rdistill.artifacts import atomic_write_json
+from rdistill.artifacts import update_json_entry
 from rdistill.config import load_config
 from rdistill.data.dataset import load_dataset_info, load_split
 from rdistill.data.prepare import prepare_dataset
@@ -166,9 +166,8 @@ def main() -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     report = quality(args) if args.what == "quality" else throughput(args)
     report["command"] = "python benchmarks/teacher.py " + shlex.join(sys.argv[1:])
-    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    results["/".join([args.what, args.dataset, args.mode] + ([args.name] if args.name else []))] = report
-    atomic_write_json(args.out, results)
+    entry = "/".join([args.what, args.dataset, args.mode] + ([args.name] if args.name else []))
+    update_json_entry(args.out, entry, report)
     print(json.dumps(report, indent=2))
     return 0
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rdistill.artifacts import atomic_write_json
+from rdistill.artifacts import update_json_entry
 from rdistill.data.dataset import load_dataset_info, load_split
 from rdistill.evaluate import mask_history
 from rdistill.metrics import ranking_metrics, target_ranks
@@ -114,9 +114,7 @@ def main() -> int:
     report["single_teacher_mean_ndcg_at_10"] = singles
     report["seconds"] = round(time.time() - started, 1)
     report["command"] = "python benchmarks/teacher_ensemble.py " + shlex.join(sys.argv[1:])
-    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    results[args.dataset] = report
-    atomic_write_json(args.out, results)
+    update_json_entry(args.out, args.dataset, report)
     print(json.dumps(report, indent=2))
     return 0
 

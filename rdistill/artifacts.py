@@ -103,6 +103,19 @@ def atomic_write_json(path: Path, payload: Any) -> None:
     atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
 
 
+def update_json_entry(path: Path, key: str, entry: Any) -> None:
+    """Set `key` in the JSON object at `path` (empty if the file is missing) and rewrite the file atomically.
+
+    Benchmark results files keep one entry per configuration, so a rerun replaces only its own entry.
+    """
+    path = Path(path)
+    results = read_json(path) if path.is_file() else {}
+    if not isinstance(results, dict):
+        raise ValueError(f"{path}: expected a JSON object of entries, found {type(results).__name__}")
+    results[key] = entry
+    atomic_write_json(path, results)
+
+
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 

@@ -19,6 +19,7 @@ from rdistill.artifacts import (
     file_sha256,
     package_versions,
     read_json,
+    update_json_entry,
 )
 
 
@@ -106,6 +107,23 @@ def test_atomic_write_json_failure_keeps_old_file(tmp_path):
         atomic_write_json(path, {"bad": object()})
     assert read_json(path) == {"ok": True}
     assert _entries(tmp_path) == ["m.json"]
+
+
+def test_update_json_entry_replaces_only_its_key(tmp_path):
+    path = tmp_path / "results" / "bench.json"
+    update_json_entry(path, "sci/run-a", {"ndcg": 0.08})
+    update_json_entry(path, "ml/run-b", {"ndcg": 0.06})
+    update_json_entry(path, "sci/run-a", {"ndcg": 0.09})
+    assert read_json(path) == {"ml/run-b": {"ndcg": 0.06}, "sci/run-a": {"ndcg": 0.09}}
+    assert _entries(path.parent) == ["bench.json"]
+
+
+def test_update_json_entry_refuses_a_non_object_file(tmp_path):
+    path = tmp_path / "bench.json"
+    path.write_text("[1, 2]\n")
+    with pytest.raises(ValueError, match=r"bench\.json: expected a JSON object of entries, found list"):
+        update_json_entry(path, "k", 1)
+    assert path.read_text() == "[1, 2]\n"
 
 
 def test_atomic_write_bytes(tmp_path):
