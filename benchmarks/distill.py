@@ -63,8 +63,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "artifacts" / "bench-teacher",
                         help="holds <dataset>/dataset, teacher/checkpoint and signals (benchmarks/teacher.py's)")
     parser.add_argument("--tuned", type=Path, default=None,
-                        help="a tune summary.json whose winner gives the weights (default: <work>/<dataset>/tune/"
-                             "distill/summary.json when present)")
+                        help="a tune summary.json, or a benchmarks/results/tune-*.json holding one, whose winner "
+                             "gives the weights (default: <work>/<dataset>/tune/distill/summary.json when present)")
     parser.add_argument("--name", default="",
                         help="a variant of the benchmark (e.g. another teacher): results go under <dataset>/<name>")
     parser.add_argument("--plain-runs-from", default=None, metavar="ENTRY_OR_FILE",
@@ -87,7 +87,9 @@ def parse_args() -> argparse.Namespace:
 def tuned_weights(args: argparse.Namespace) -> tuple[dict, str]:
     path = args.tuned or args.work_dir / args.dataset / "tune" / "distill" / "summary.json"
     if path.is_file():
-        params = json.loads(path.read_text())["winner"]["params"]
+        summary = json.loads(path.read_text())
+        summary = summary.get("summary", summary)  # benchmarks/results/tune-*.json wrap the campaign's summary.json
+        params = summary["winner"]["params"]
         return {k: v for k, v in params.items() if k.startswith("distill.")}, str(path)
     return dict(DEFAULT_WEIGHTS), "defaults (no tuning campaign found)"
 
