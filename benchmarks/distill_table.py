@@ -2,10 +2,12 @@
 teacher runs (each its own --name) are reported together, and the table says which seed came from where.
 
     python benchmarks/distill_table.py amazon-beauty/causal-teacher amazon-beauty/causal-teacher-seed43 \
-        --teachers quality/amazon-beauty/items/causal quality/amazon-beauty/items/causal-seed43
+        --teachers quality/amazon-beauty/items/causal quality/amazon-beauty/items/causal-seed43 \
+        quality/amazon-beauty/items/causal-seed44
 
 Entries are read in the order given: a (variant, seed) run comes from the first entry that holds it, so later
-entries only fill seeds the first lacks. Every entry must be of one dataset and use the same distillation weights.
+entries only fill seeds the first lacks. Every entry must be of one dataset, with the same distillation weights and
+overrides.
 Nothing is trained; the numbers are those of benchmarks/results/distill.json (and teacher.json for --teachers).
 """
 
@@ -43,9 +45,11 @@ def pooled_runs(results: dict, entries: list[str]) -> dict[str, dict[int, tuple[
         raise SystemExit(f"entries {entries} are of different datasets {sorted(datasets)}: they cannot be pooled")
     first = entries[0]
     for entry in entries[1:]:
-        if results[entry].get("weights") != results[first].get("weights"):
-            raise SystemExit(f"entry {entry} used distillation weights {results[entry].get('weights')}, entry "
-                             f"{first} {results[first].get('weights')}: runs of different weights cannot be pooled")
+        for setting, unset in (("weights", {}), ("overrides", [])):  # overrides: training settings, e.g. the loss
+            mine, theirs = results[entry].get(setting, unset), results[first].get(setting, unset)
+            if mine != theirs:
+                raise SystemExit(f"entry {entry} ran with {setting} {mine}, entry {first} with {theirs}: runs of "
+                                 f"different {setting} cannot be pooled")
     pooled: dict[str, dict[int, tuple[str, dict]]] = {}
     for entry in entries:
         runs, weights = results[entry]["runs"], results[entry].get("weights", {})

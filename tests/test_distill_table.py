@@ -29,6 +29,7 @@ def _results() -> dict:
               run_key("distill-sasrec", 1, WEIGHTS): _run(0.065, 0.105, valid=0.08)}
     return {"beauty/a": {"weights": WEIGHTS, "runs": first}, "beauty/b": {"weights": dict(WEIGHTS), "runs": second},
             "beauty/other-weights": {"weights": {"distill.kd_weight": 1.0}, "runs": {}},
+            "beauty/bce": {"weights": WEIGHTS, "overrides": ["train.loss=bce"], "runs": {}},
             "scientific/a": {"weights": WEIGHTS, "runs": {}}}
 
 
@@ -58,7 +59,8 @@ def test_markdown_marks_rows_pooled_over_entries():
 @pytest.mark.parametrize("entries, message", [
     (["beauty/a", "beauty/missing"], "no entry ['beauty/missing']"),
     (["beauty/a", "scientific/a"], "different datasets"),
-    (["beauty/a", "beauty/other-weights"], "entry beauty/other-weights used distillation weights"),
+    (["beauty/a", "beauty/other-weights"], "entry beauty/other-weights ran with weights"),
+    (["beauty/a", "beauty/bce"], "runs of different overrides cannot be pooled"),
 ])
 def test_entries_that_cannot_be_pooled_are_refused(entries, message):
     with pytest.raises(SystemExit, match=message.replace("[", r"\[").replace("]", r"\]")):
