@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distill import REPO_ROOT, VARIANTS, run_key
+from distill import REPO_ROOT, REPORTED, VARIANTS, run_key
 
 LABELS = {
     "plain-sasrec": "plain SASRec", "plain-gru4rec": "plain GRU4Rec", "plain-caser": "plain Caser",
@@ -71,7 +71,7 @@ def teacher_row(teacher_results: dict, keys: list[str]) -> dict:
 
 def _test_stats(runs: list[dict]) -> dict:
     stats = {}
-    for metric in ("hr_at_10", "ndcg_at_10"):
+    for metric in REPORTED:
         values = [run["test"][metric] for run in runs]
         stats[metric] = (float(np.mean(values)), float(np.std(values)))  # population std, as benchmarks/distill.py
     return stats
@@ -116,8 +116,8 @@ def markdown(rows: list[dict], entries: list[str]) -> str:
         seeds = f"{row['seeds']} ᵃ" if mixed else str(row["seeds"])
         if mixed:
             notes.append(f"{row['label']}: " + "; ".join(
-                f"seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)} from {entries[index]}"
-                for index, seeds in _seeds_by_entry(row["sources"]).items()))
+                f"seed{'s' if len(held) > 1 else ''} {', '.join(held)} from {entries[index]}"
+                for index, held in _seeds_by_entry(row["sources"]).items()))
         cells = [f"{mean:.4f}" if row["seeds"] == 1 else f"{mean:.4f} ± {std:.4f}"
                  for mean, std in (row["hr_at_10"], row["ndcg_at_10"])]
         versus = [f"{row[key]:+.1%}".replace("-", "−") if key in row else "" for key in ("vs_plain_sasrec",
