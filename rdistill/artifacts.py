@@ -16,51 +16,15 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-MANIFEST_NAME = "manifest.json"
+from rdistill.layout import MANIFEST as MANIFEST_NAME  # noqa: F401  (re-exported)
+from rdistill.layout import ArtifactLayout  # noqa: F401  (re-exported)
+
 _VERSIONED_PACKAGES = ("rdistill", "torch", "pyarrow", "numpy", "pandas", "pydantic", "ray", "transformers",
                        "deepspeed", "optuna")
-
-
-@dataclass(frozen=True)
-class ArtifactLayout:
-    """Where each stage's output lives under the artifact root (see docs/ARCHITECTURE.md)."""
-
-    root: Path
-
-    @property
-    def dataset_dir(self) -> Path:
-        return self.root / "dataset"
-
-    def table(self, name: str) -> Path:
-        """dataset/{items,users,train,valid,test}.parquet"""
-        return self.dataset_dir / f"{name}.parquet"
-
-    @property
-    def students_dir(self) -> Path:
-        return self.root / "students"
-
-    def student_dir(self, run_name: str) -> Path:
-        return self.students_dir / run_name
-
-    @property
-    def teacher_checkpoint_dir(self) -> Path:
-        """teacher/checkpoint/: the consolidated fp32 teacher"""
-        return self.root / "teacher" / "checkpoint"
-
-    @property
-    def serving_model_dir(self) -> Path:
-        """serving/model/: the exported student the endpoint loads (rdistill/export.py)"""
-        return self.root / "serving" / "model"
-
-    @property
-    def signals_dir(self) -> Path:
-        """signals/: the teacher's top-K, embeddings and hidden states (rdistill/teacher/signals.py)"""
-        return self.root / "signals"
 
 
 def _temporary_sibling(path: Path) -> Path:

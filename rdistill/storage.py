@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from rdistill.errors import ArtifactError, ConfigError
+from rdistill.layout import MANIFEST
 
 CACHE_DIR_ENV = "RDISTILL_CACHE_DIR"
 # a PUT is atomic there, and a move is a server-side copy (limited to 5 GB on S3): no temporary names needed
 _ATOMIC_OBJECT_STORES = {"s3", "gcs", "abfs"}
-MANIFEST = "manifest.json"  # = rdistill.artifacts.MANIFEST_NAME (not imported: artifacts imports nothing of ours)
 _CREDENTIALS_HINT = ("check the bucket exists, the endpoint is reachable and credentials are set the usual way "
                      "(s3://: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance role; gs://: "
                      "GOOGLE_APPLICATION_CREDENTIALS or the metadata server)")

@@ -1,0 +1,147 @@
+"""The address book: every artifact path under the artifact root, defined once.
+
+Each artifact has one relative name (a POSIX string, what `ArtifactRoot.pull`/`push`/`read_bytes` take and what
+a URI root joins to) and one local path (`ArtifactLayout`, under the root's local mirror or a plain local root).
+Nothing else in rdistill types an artifact path: stages declare what they read and write with these names and
+the stage runner (rdistill/stages/registry.py) pulls and pushes them.
+
+    <artifact_root>/
+      pipeline.json                      the pipeline's stage records          (PIPELINE_STATE)
+      dataset/                           prepare                               (DATASET)
+      teacher/checkpoint/                teacher-train: consolidated teacher   (TEACHER_CHECKPOINT)
+      teacher/ds_checkpoint/ ray/ cache/ teacher-train: DeepSpeed shards, Ray Train runs, item-text vectors
+      signals/                           teacher-infer                         (SIGNALS)
+      students/<run>/                    train-student                         (student_run)
+      tune/<name>/                       tune                                  (tune_campaign)
+      serving/model/                     export (and tune's winner)            (SERVING_MODEL)
+      report/                            report                                (REPORT)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# file names shared by every folder
+MANIFEST = "manifest.json"  # a folder's provenance record, and the marker that it is complete
+METRICS = "metrics.json"  # a trained model's valid/test metrics and history
+MODEL_CONFIG = "model_config.json"
+WEIGHTS = "model.safetensors"
+
+# one folder (or file) per stage output
+PIPELINE_STATE = "pipeline.json"
+DATASET = "dataset"
+TEACHER = "teacher"
+TEACHER_CHECKPOINT = "teacher/checkpoint"
+TEACHER_DS_CHECKPOINT = "teacher/ds_checkpoint"
+TEACHER_DS_MARKER = "latest"  # DeepSpeed writes it last in a checkpoint folder
+TEACHER_RAY = "teacher/ray"
+TEACHER_CACHE = "teacher/cache"
+SIGNALS = "signals"
+STUDENTS = "students"
+TUNE = "tune"
+TUNE_CAMPAIGN_FILE = "campaign.json"
+TUNE_SUMMARY_FILE = "summary.json"
+SERVING_MODEL = "serving/model"
+REPORT = "report"
+REPORT_SUMMARY_FILE = "report.json"  # the report folder's marker
+LATENCY_FILE = "latency.json"
+
+DATASET_TABLES = ("items", "users", "train", "valid", "test")
+
+
+def join(*parts: str) -> str:
+    """Relative names join with '/' whatever the OS: they are keys of object stores too."""
+    return "/".join(part.strip("/") for part in parts if part)
+
+
+def table(name: str) -> str:
+    """dataset/{items,users,train,valid,test}.parquet"""
+    return join(DATASET, f"{name}.parquet")
+
+
+def student_run(run_name: str) -> str:
+    """students/<run>/: one trained student (weights, model config, metrics, manifest)"""
+    return join(STUDENTS, run_name)
+
+
+def tune_campaign(name: str) -> str:
+    """tune/<tune.name>/: one search campaign (campaign.json, summary.json, Ray Tune's trial state)"""
+    return join(TUNE, name)
+
+
+def teacher_cache(file_name: str) -> str:
+    return join(TEACHER_CACHE, file_name)
+
+
+def manifest_of(folder: str) -> str:
+    return join(folder, MANIFEST)
+
+
+def metrics_of(folder: str) -> str:
+    return join(folder, METRICS)
+
+
+@dataclass(frozen=True)
+class ArtifactLayout:
+    """The same addresses as local paths under one local root (a plain root, or a URI root's mirror)."""
+
+    root: Path
+
+    def path(self, relative: str) -> Path:
+        return self.root / relative
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.path(DATASET)
+
+    def table(self, name: str) -> Path:
+        return self.path(table(name))
+
+    @property
+    def students_dir(self) -> Path:
+        return self.path(STUDENTS)
+
+    def student_dir(self, run_name: str) -> Path:
+        return self.path(student_run(run_name))
+
+    @property
+    def teacher_dir(self) -> Path:
+        return self.path(TEACHER)
+
+    @property
+    def teacher_checkpoint_dir(self) -> Path:
+        """teacher/checkpoint/: the consolidated fp32 teacher"""
+        return self.path(TEACHER_CHECKPOINT)
+
+    @property
+    def teacher_ds_checkpoint_dir(self) -> Path:
+        return self.path(TEACHER_DS_CHECKPOINT)
+
+    @property
+    def teacher_ray_dir(self) -> Path:
+        return self.path(TEACHER_RAY)
+
+    def teacher_cache(self, file_name: str) -> Path:
+        return self.path(teacher_cache(file_name))
+
+    @property
+    def signals_dir(self) -> Path:
+        """signals/: the teacher's top-K, embeddings and hidden states (rdistill/teacher/signals.py)"""
+        return self.path(SIGNALS)
+
+    @property
+    def serving_model_dir(self) -> Path:
+        """serving/model/: the exported student the endpoint loads (rdistill/export.py)"""
+        return self.path(SERVING_MODEL)
+
+    def tune_campaign_dir(self, name: str) -> Path:
+        return self.path(tune_campaign(name))
+
+    @property
+    def report_dir(self) -> Path:
+        return self.path(REPORT)
+
+    @property
+    def pipeline_state(self) -> Path:
+        return self.path(PIPELINE_STATE)
