@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -474,40 +476,58 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-PROFILES_DIR = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "profiles"
+def packaged_configs() -> Traversable:
+    """rdistill/configs/ as package data: the dataset configs (NAME.yaml) and profiles/ (NAME.yaml)."""
+    return resources.files("rdistill") / "configs"
+
+
+def _packaged_yaml(folder: Traversable, name: str) -> Traversable | None:
+    candidate = folder / f"{name}.yaml"
+    return candidate if candidate.is_file() else None
+
+
+def _known_names(folder: Traversable) -> list[str]:
+    return sorted(entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+
+
+def _read_yaml_mapping(source: Path | Traversable, what: str) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(source.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML ({err})") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{source}: {what}, got {type(loaded).__name__}")
+    return loaded or {}
 
 
 def profile_overrides(profile: str | Path) -> list[str]:
-    """A profile (a name in jobs/configs/profiles/ or a YAML path) of dotted keys -> `key=value` overrides."""
+    """A profile (a packaged name such as quick or full, or a YAML path) of dotted keys -> `key=value` overrides."""
     path = Path(profile)
-    if not path.suffix:
-        path = PROFILES_DIR / f"{profile}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")) if PROFILES_DIR.is_dir() else []
-        raise ConfigError(f"profile {profile!r} not found ({path}); known profiles: {known}")
-    try:
-        entries = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
-    if not isinstance(entries, dict):
-        raise ConfigError(f"{path}: a profile is a mapping of dotted config keys to values")
+    folder = packaged_configs() / "profiles"
+    source = (_packaged_yaml(folder, str(profile)) if not path.suffix else path) or path
+    if not source.is_file():
+        raise ConfigError(f"profile {profile!r} not found ({source}); known profiles: {_known_names(folder)}")
+    entries = _read_yaml_mapping(source, "a profile is a mapping of dotted config keys to values")
     return [f"{key}={json.dumps(value)}" for key, value in entries.items()]
 
 
+def resolve_config_source(config: str | Path) -> Path | Traversable:
+    """A config file path, or the name of a packaged dataset config (ml-latest-small, amazon-scientific, ...)."""
+    path = Path(config)
+    if path.is_file() or path.suffix:
+        return path
+    return _packaged_yaml(packaged_configs(), str(config)) or path
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (or the defaults when path is None), apply overrides, validate once."""
+    """Read a YAML config (a path, a packaged name, or the defaults when None), apply overrides, validate once."""
     raw: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
+        path = resolve_config_source(path)
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(loaded).__name__}")
-        raw = loaded or {}
+            known = _known_names(packaged_configs())
+            raise ConfigError(f"config file {path} does not exist (packaged configs, usable by name: {known})")
+        raw = _read_yaml_mapping(path, "the top level must be a mapping of sections")
     raw = apply_overrides(raw, overrides or [])
     try:
         return Config.model_validate(raw)
