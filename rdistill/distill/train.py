@@ -29,6 +29,7 @@ from rdistill.errors import ConfigError
 from rdistill.data.dataset import SplitTensors, load_dataset_info, load_split, sequence_windows
 from rdistill.evaluate import evaluate_model
 from rdistill.models import SequentialRecommender, build_student, save_student
+from rdistill.seeding import seed_everything  # noqa: F401  (also imported from here by older callers)
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +101,6 @@ class TrainResult:
     epochs_run: int
     seconds_per_epoch: float
     num_parameters: int
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
 
 
 def default_run_name(config: Config) -> str:
