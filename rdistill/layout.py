@@ -37,7 +37,13 @@ TEACHER_DS_CHECKPOINT = "teacher/ds_checkpoint"
 TEACHER_DS_MARKER = "latest"  # DeepSpeed writes it last in a checkpoint folder
 TEACHER_RAY = "teacher/ray"
 TEACHER_CACHE = "teacher/cache"
+TEACHER_FAULT_MARKER = "teacher/.fault_injected"  # teacher.fail_once_at_step: the one injected failure happened
+# a consolidated teacher's files (in teacher/checkpoint/, beside WEIGHTS, METRICS and MANIFEST)
+TEACHER_CONFIG_FILE = "teacher_config.json"
+TEACHER_BACKBONE_DIR = "backbone"  # the backbone's config and tokenizer (its weights are inside WEIGHTS)
+TEACHER_ITEM_TOKENS_FILE = "item_tokens.json"  # text mode: the token ids of every item's text
 SIGNALS = "signals"
+SIGNALS_ITEM_EMB_FILE = "item_emb.parquet"  # in signals/: the item table the teacher scores against
 STUDENTS = "students"
 TUNE = "tune"
 TUNE_CAMPAIGN_FILE = "campaign.json"
@@ -60,6 +66,11 @@ def table(name: str) -> str:
     return join(DATASET, f"{name}.parquet")
 
 
+def table_file(name: str) -> str:
+    """{items,users,train,valid,test}.parquet: a dataset table's file name inside dataset/"""
+    return f"{name}.parquet"
+
+
 def student_run(run_name: str) -> str:
     """students/<run>/: one trained student (weights, model config, metrics, manifest)"""
     return join(STUDENTS, run_name)
@@ -72,6 +83,22 @@ def tune_campaign(name: str) -> str:
 
 def teacher_cache(file_name: str) -> str:
     return join(TEACHER_CACHE, file_name)
+
+
+def item_text_vectors_cache(key: str) -> str:
+    """teacher/cache/item_text_vectors-<key>.npy: the backbone's encoding of every item text; `key` names what it
+    depends on (items table, token budget, backbone weights)"""
+    return teacher_cache(f"item_text_vectors-{key}.npy")
+
+
+def signals_topk_file(split: str) -> str:
+    """topk.parquet for train, topk_<split>.parquet otherwise: a split's file name inside signals/"""
+    return "topk.parquet" if split == "train" else f"topk_{split}.parquet"
+
+
+def signals_hidden_file(split: str) -> str:
+    """hidden.parquet for train, hidden_<split>.parquet otherwise: a split's file name inside signals/"""
+    return "hidden.parquet" if split == "train" else f"hidden_{split}.parquet"
 
 
 def manifest_of(folder: str) -> str:

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rdistill import layout
 from rdistill.config import TeacherParams
 from rdistill.data.schema import PADDING_IDX
 from rdistill.errors import ArtifactError, ConfigError
@@ -305,12 +306,6 @@ def special_tokens(tokenizer, decoder: bool) -> dict[str, int]:
 
 # ------------------------------------------------------------------------------------------ build, save, load
 
-TEACHER_WEIGHTS = "model.safetensors"
-TEACHER_CONFIG = "teacher_config.json"
-BACKBONE_DIR = "backbone"  # the backbone's config and tokenizer (its weights are inside model.safetensors)
-ITEM_TOKENS = "item_tokens.json"
-
-
 def item_texts(items_table) -> list[str]:
     """Texts indexed by item_idx (entry 0, padding, is empty), with the id fallback for items without text."""
     texts = [""] * (items_table.num_rows + 1)
@@ -341,13 +336,13 @@ def save_teacher(teacher: LMTeacher, tokenizer, directory: Path) -> None:
 
     with atomic_dir(Path(directory)) as staging:
         state = {name: tensor.detach().float().cpu().contiguous() for name, tensor in teacher.state_dict().items()}
-        atomic_write_bytes(staging / TEACHER_WEIGHTS, save(state))
-        atomic_write_json(staging / TEACHER_CONFIG, teacher.model_config())
-        teacher.backbone.config.save_pretrained(staging / BACKBONE_DIR)
-        tokenizer.save_pretrained(staging / BACKBONE_DIR)
+        atomic_write_bytes(staging / layout.WEIGHTS, save(state))
+        atomic_write_json(staging / layout.TEACHER_CONFIG_FILE, teacher.model_config())
+        teacher.backbone.config.save_pretrained(staging / layout.TEACHER_BACKBONE_DIR)
+        tokenizer.save_pretrained(staging / layout.TEACHER_BACKBONE_DIR)
         if teacher.item_token_ids is not None:
-            atomic_write_json(staging / ITEM_TOKENS, {"item_token_ids": teacher.item_token_ids,
-                                                       "special_tokens": teacher.special_token_ids})
+            atomic_write_json(staging / layout.TEACHER_ITEM_TOKENS_FILE,
+                              {"item_token_ids": teacher.item_token_ids, "special_tokens": teacher.special_token_ids})
 
 
 def load_teacher(directory: Path) -> tuple[LMTeacher, Any]:
@@ -358,19 +353,21 @@ def load_teacher(directory: Path) -> tuple[LMTeacher, Any]:
     from rdistill.artifacts import read_json
 
     directory = Path(directory)
-    for name in (TEACHER_WEIGHTS, TEACHER_CONFIG, BACKBONE_DIR):
+    for name in (layout.WEIGHTS, layout.TEACHER_CONFIG_FILE, layout.TEACHER_BACKBONE_DIR):
         if not (directory / name).exists():
             raise ArtifactError(f"{directory / name} is missing: {directory} is not a consolidated teacher "
                                 "(run `rdistill teacher train`)")
-    config = read_json(directory / TEACHER_CONFIG)
-    backbone = AutoModel.from_config(AutoConfig.from_pretrained(directory / BACKBONE_DIR))
-    tokenizer = AutoTokenizer.from_pretrained(directory / BACKBONE_DIR, local_files_only=True)
-    tokens = read_json(directory / ITEM_TOKENS) if (directory / ITEM_TOKENS).is_file() else {}
+    config = read_json(directory / layout.TEACHER_CONFIG_FILE)
+    backbone = AutoModel.from_config(AutoConfig.from_pretrained(directory / layout.TEACHER_BACKBONE_DIR))
+    tokenizer = AutoTokenizer.from_pretrained(directory / layout.TEACHER_BACKBONE_DIR, local_files_only=True)
+    tokens_file = directory / layout.TEACHER_ITEM_TOKENS_FILE
+    tokens = read_json(tokens_file) if tokens_file.is_file() else {}
     teacher = LMTeacher(backbone, config["n_items"], config["max_len"],
                         torch.zeros(config["n_items"] + 1, config["width"]), TeacherParams(**config["params"]),
                         tokens.get("item_token_ids"), tokens.get("special_tokens"))
+    weights = directory / layout.WEIGHTS
     try:
-        teacher.load_state_dict(load_file(directory / TEACHER_WEIGHTS))
+        teacher.load_state_dict(load_file(weights))
     except RuntimeError as err:
-        raise ArtifactError(f"{directory / TEACHER_WEIGHTS} does not match {directory / TEACHER_CONFIG}: {err}")
+        raise ArtifactError(f"{weights} does not match {directory / layout.TEACHER_CONFIG_FILE}: {err}")
     return teacher.eval(), tokenizer
