@@ -7,5 +7,5 @@ import sys
 from rdistill.cli import main
 
 
-def run_command(*command: str) -> None:
-    sys.exit(main([*command, *sys.argv[1:]]))
+def run_command(command: str) -> None:
+    sys.exit(main([command, *sys.argv[1:]]))

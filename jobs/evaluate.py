@@ -1,5 +1,7 @@
-"""`python -m jobs.evaluate --config ... (--model-dir DIR | --popularity) [--split valid|test]`: same as
-`rdistill evaluate`."""
+"""`python -m jobs.evaluate --config NAME_OR_FILE [key=value ...]`: `rdistill evaluate`, for `ray job submit`.
+
+Full-ranking HR/NDCG/MRR@K of a saved student or the popularity baseline.
+"""
 
 from jobs._entry import run_command
 

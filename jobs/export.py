@@ -1,5 +1,7 @@
-"""`python -m jobs.export --config jobs/configs/<dataset>.yaml --model-dir <students/run> [key=value ...]`: same
-as `rdistill export`."""
+"""`python -m jobs.export --config NAME_OR_FILE [key=value ...]`: `rdistill export`, for `ray job submit`.
+
+Export a saved student with its item table to serving/model/ for the endpoint.
+"""
 
 from jobs._entry import run_command
 

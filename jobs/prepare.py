@@ -1,4 +1,7 @@
-"""`python -m jobs.prepare --config jobs/configs/<dataset>.yaml [key=value ...]`: same as `rdistill prepare`."""
+"""`python -m jobs.prepare --config NAME_OR_FILE [key=value ...]`: `rdistill prepare`, for `ray job submit`.
+
+Interaction logs -> dataset/ (items, users, leave-one-out train/valid/test Parquet).
+"""
 
 from jobs._entry import run_command
 

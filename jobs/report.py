@@ -1,5 +1,7 @@
-"""`python -m jobs.report --config jobs/configs/<dataset>.yaml [--out DIR] [--measure-latency] [key=value ...]`: same
-as `rdistill report`. Under `ray job submit` the artifact root must be the storage the pipeline wrote to."""
+"""`python -m jobs.report --config NAME_OR_FILE [key=value ...]`: `rdistill report`, for `ray job submit`.
+
+Write report.md and report.html with plots (PNG) over what the artifact root holds.
+"""
 
 from jobs._entry import run_command
 

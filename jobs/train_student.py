@@ -1,5 +1,7 @@
-"""`python -m jobs.train_student --config jobs/configs/<dataset>.yaml [key=value ...]`: same as
-`rdistill train-student`."""
+"""`python -m jobs.train_student --config NAME_OR_FILE [key=value ...]`: `rdistill train-student`, for `ray job submit`.
+
+Train one student (student.name) with early stopping; writes students/<run>/.
+"""
 
 from jobs._entry import run_command
 

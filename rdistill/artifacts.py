@@ -119,3 +119,22 @@ def build_manifest(
         "wall_seconds": round(time.time() - started_at, 3),
         **(extra or {}),
     }
+
+
+def lineage(root, source: dict[str, Any]) -> dict[str, Any]:
+    """The one lineage record of an exported model: where it came from (`source`: a student folder, or a tuning
+    campaign and trial), the item table it scores, and the manifests of the stages upstream of it, read where the
+    root lives (this process may not have pulled them all)."""
+    from rdistill import layout
+
+    record: dict[str, Any] = {**source,
+                              "dataset_items_sha256": file_sha256(layout.ArtifactLayout(root.local).table("items"))}
+    for name, folder in (("dataset", layout.DATASET), ("signals", layout.SIGNALS),
+                         ("teacher", layout.TEACHER_CHECKPOINT)):
+        recorded = root.read_bytes(layout.manifest_of(folder))
+        if recorded is not None:
+            manifest = json.loads(recorded)
+            record[name] = {"manifest": root.describe(layout.manifest_of(folder)),
+                            "started_at": manifest.get("started_at"),
+                            **({"fingerprint": manifest["fingerprint"]} if "fingerprint" in manifest else {})}
+    return record

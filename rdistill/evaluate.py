@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -77,3 +78,24 @@ class PopularityRecommender:
 
     def scores(self, history: torch.Tensor) -> torch.Tensor:
         return self.item_scores.expand(history.shape[0], -1).clone()
+
+
+def evaluate_saved(config, dataset_dir: Path, model_dir: Path | None, popularity: bool, split: str) -> dict:
+    """`rdistill evaluate`: a saved student (or the popularity baseline) on one split of `dataset_dir`."""
+    from rdistill.data.dataset import load_dataset_info, load_split
+    from rdistill.errors import DataError
+    from rdistill.models import load_student
+
+    info = load_dataset_info(dataset_dir)
+    rows = load_split(dataset_dir, split, info.max_len)
+    eval_cfg, batch_size = config.eval, config.train.eval_batch_size
+    if popularity:
+        scorer = PopularityRecommender.fit(load_split(dataset_dir, "train", info.max_len), info.n_items)
+        metrics = evaluate_scorer(scorer.scores, rows, eval_cfg.ks, batch_size, eval_cfg.exclude_history)
+        return {"model": "popularity", "split": split, "rows": len(rows), **metrics}
+    model = load_student(model_dir)
+    if model.n_items != info.n_items:
+        raise DataError(f"{model_dir} was trained on {model.n_items} items but {dataset_dir} has {info.n_items}: "
+                        "evaluate it on the dataset it was trained on")
+    metrics = evaluate_model(model, rows, eval_cfg.ks, batch_size, eval_cfg.exclude_history)
+    return {"model": str(model_dir), "split": split, "rows": len(rows), **metrics}

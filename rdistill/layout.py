@@ -172,3 +172,12 @@ class ArtifactLayout:
     @property
     def pipeline_state(self) -> Path:
         return self.path(PIPELINE_STATE)
+
+
+@dataclass(frozen=True)
+class Address:
+    """One artifact a stage reads or writes: its relative name and the file that marks it complete (a folder is
+    pulled or pushed only whole; `marker=None` for single files and for folders without one)."""
+
+    path: str
+    marker: str | None = MANIFEST

@@ -1,9 +1,11 @@
-"""The whole path in one command (`rdistill run`): prepare → teacher train → teacher infer → tune (+ export).
+"""The whole path in one command (`rdistill run`): the registry's pipeline stages in order, resumable.
 
-Every stage runs under the same artifact root and is recorded in <artifact_root>/pipeline.json with a key: a
-hash of the config sections it reads and of the manifest its input stage wrote. A rerun skips each stage whose
-key is unchanged and whose output is still there, so it resumes at the first stage that failed or whose inputs
-or settings changed (and everything after it, since their input manifests change in turn).
+The pipeline stages are those of rdistill/stages/ that declare an output (prepare, teacher-train, teacher-infer,
+tune, which exports the winner). Each runs under the same artifact root and is recorded in
+<artifact_root>/pipeline.json with a key: a hash of the config sections it declares and of the manifest its
+upstream stage wrote. A rerun skips each stage whose key is unchanged and whose output is still there, so it
+resumes at the first stage that failed or whose inputs or settings changed (and everything after it, since their
+input manifests change in turn).
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rdistill.artifacts import MANIFEST_NAME, ArtifactLayout, atomic_write_json, read_json
+from rdistill import layout
+from rdistill.artifacts import ArtifactLayout, atomic_write_json
 from rdistill.config import Config, config_to_dict
+from rdistill.stages.registry import Stage, StageContext, pipeline_stages, run_stage, stage
 from rdistill.storage import ArtifactRoot
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "pipeline.json"
-STAGES = ("prepare", "teacher", "infer", "tune")
+STATE_FILE = layout.PIPELINE_STATE
 
 
 @dataclass
@@ -54,125 +57,98 @@ def _raw_input_listing(config: Config) -> list[tuple[str, int, int]]:
             for p in files]
 
 
-def stage_key(stage: str, config: Config) -> str:
-    """What the stage's output depends on: its config sections and its input stage's manifest."""
-    root = config.storage()
+def stage_key(name: str, config: Config) -> str:
+    """What the stage's output depends on: its config sections and its upstream stage's output manifest (the raw
+    input files for a stage with none upstream)."""
+    declared = stage(name)
     raw = config_to_dict(config)
-    if stage == "prepare":
-        return _digest({"data": raw["data"], "input": _raw_input_listing(config)})
-    if stage == "teacher":
-        return _digest({"seed": raw["seed"], "eval": raw["eval"], "teacher": raw["teacher"],
-                        "input": _manifest_hash(root, stage_output("prepare"))})
-    if stage == "infer":
-        return _digest({"infer": raw["infer"], "input": _manifest_hash(root, stage_output("teacher"))})
-    if stage == "tune":
-        return _digest({key: raw[key] for key in ("seed", "student", "train", "eval", "distill", "tune")}
-                       | {"input": _manifest_hash(root, stage_output("infer"))})
-    raise ValueError(f"unknown stage {stage}")
+    if declared.upstream is None:
+        source: Any = _raw_input_listing(config)
+    else:
+        source = _manifest_hash(config.storage(), stage(declared.upstream).output_marker(config))
+    return _digest({section: raw[section] for section in declared.key_sections} | {"input": source})
 
 
-def stage_output(stage: str) -> str:
-    """The manifest that marks the stage's output complete, relative to the artifact root."""
-    return {"prepare": f"dataset/{MANIFEST_NAME}",
-            "teacher": f"teacher/checkpoint/{MANIFEST_NAME}",
-            "infer": f"signals/{MANIFEST_NAME}",
-            "tune": f"serving/model/{MANIFEST_NAME}"}[stage]
+def _stage_finished(declared: Stage, config: Config) -> bool:
+    return config.storage().exists(declared.output_marker(config))
 
 
-def _stage_finished(stage: str, config: Config) -> bool:
-    root = config.storage()
-    if stage == "tune" and not config.tune.export:  # nothing is exported: the campaign summary is the output
-        from rdistill.tune import SUMMARY_FILE
+class _State:
+    """pipeline.json: each stage's record, rewritten atomically (and pushed) at every change."""
 
-        return root.exists(f"tune/{config.tune.name}/{SUMMARY_FILE}")
-    return root.exists(stage_output(stage))
+    def __init__(self, root: ArtifactRoot):
+        self.root = root
+        recorded = root.read_bytes(STATE_FILE)  # where the root lives, so a rerun on any machine sees it
+        self.records: dict[str, Any] = json.loads(recorded) if recorded is not None else {}
 
-
-def _run_stage(stage: str, config: Config, same_key: bool) -> dict[str, Any]:
-    if stage == "prepare":
-        from rdistill.data.prepare import prepare_dataset
-
-        dataset_dir = prepare_dataset(config)
-        return {"rows": read_json(dataset_dir / MANIFEST_NAME)["counts"]}
-    if stage == "teacher":
-        from rdistill.teacher.train import train_teacher
-
-        result = train_teacher(config)
-        return {"valid_ndcg_at_10": result.valid["ndcg_at_10"], "test_ndcg_at_10": result.test["ndcg_at_10"],
-                "best_epoch": result.best_epoch}
-    if stage == "infer":
-        from rdistill.teacher.infer import infer_teacher, inference_summary
-
-        return inference_summary(infer_teacher(config, force=True))
-    from rdistill.tune import tune_students, tune_summary
-
-    # same settings and inputs as an unfinished earlier attempt: resume its campaign; anything else: start over
-    return tune_summary(tune_students(config, fresh=not same_key))
+    def save(self) -> None:
+        atomic_write_json(ArtifactLayout(self.root.local).pipeline_state, self.records)
+        self.root.push(STATE_FILE)
 
 
-def run_pipeline(config: Config, stages: tuple[str, ...] = STAGES, force: tuple[str, ...] = (),
+def _run_one(declared: Stage, config: Config, state: _State, key: str, same_key: bool) -> StageOutcome:
+    started = time.time()
+    state.records[declared.name] = {"key": key, "status": "running", "started_at": started}
+    state.save()
+    try:
+        context = StageContext(config, declared.pipeline_options(same_key), in_pipeline=True)
+        summary = run_stage(declared, context) or {}
+    except BaseException as err:
+        state.records[declared.name].update(status="failed", error=str(err)[:2000],
+                                            seconds=round(time.time() - started, 1))
+        state.save()
+        raise
+    seconds = time.time() - started
+    state.records[declared.name] = {"key": key, "status": "done", "seconds": round(seconds, 1),
+                                    "summary": summary, "finished_at": time.time()}
+    state.save()
+    return StageOutcome(declared.name, "ran", seconds, summary)
+
+
+def run_pipeline(config: Config, stages: tuple[str, ...] | None = None, force: tuple[str, ...] = (),
                  echo: Callable[[str], None] | None = None) -> list[StageOutcome]:
     """Run the stages in order, skipping those already done with the same key; returns what happened."""
     echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
-    root = config.storage()  # a URI root is opened and probed here, before any stage
-    state_path = root.local / STATE_FILE
-    recorded = root.read_bytes(STATE_FILE)  # where the root lives, so a rerun on any machine sees it
-    state: dict[str, Any] = json.loads(recorded) if recorded is not None else {}
-
-    def save_state() -> None:
-        atomic_write_json(state_path, state)
-        root.push(STATE_FILE)
-
+    selected = [stage(name) for name in stages] if stages else pipeline_stages()
+    state = _State(config.storage())  # a URI root is opened and probed here, before any stage
     outcomes = []
-    for number, stage in enumerate(stages, start=1):
-        key = stage_key(stage, config)
-        record = state.get(stage, {})
-        done = record.get("status") == "done" and record.get("key") == key and _stage_finished(stage, config)
-        if done and stage not in force:
-            echo(f"[{number}/{len(stages)}] {stage}: up to date, skipped")
-            outcomes.append(StageOutcome(stage, "skipped", 0.0, record.get("summary", {})))
+    for number, declared in enumerate(selected, start=1):
+        key = stage_key(declared.name, config)
+        record = state.records.get(declared.name, {})
+        prefix = f"[{number}/{len(selected)}] {declared.name}"
+        if (declared.name not in force and record.get("status") == "done" and record.get("key") == key
+                and _stage_finished(declared, config)):
+            echo(f"{prefix}: up to date, skipped")
+            outcomes.append(StageOutcome(declared.name, "skipped", 0.0, record.get("summary", {})))
             continue
-        echo(f"[{number}/{len(stages)}] {stage}: running")
-        started = time.time()
-        state[stage] = {"key": key, "status": "running", "started_at": started}
-        save_state()
-        try:
-            summary = _run_stage(stage, config, same_key=record.get("key") == key)
-        except BaseException as err:
-            state[stage].update(status="failed", error=str(err)[:2000], seconds=round(time.time() - started, 1))
-            save_state()
-            raise
-        seconds = time.time() - started
-        state[stage] = {"key": key, "status": "done", "seconds": round(seconds, 1), "summary": summary,
-                        "finished_at": time.time()}
-        save_state()
-        echo(f"[{number}/{len(stages)}] {stage}: done in {seconds:.0f}s")
-        outcomes.append(StageOutcome(stage, "ran", seconds, summary))
+        echo(f"{prefix}: running")
+        outcomes.append(_run_one(declared, config, state, key, same_key=record.get("key") == key))
+        echo(f"{prefix}: done in {outcomes[-1].seconds:.0f}s")
     return outcomes
 
 
 def summary_table(outcomes: list[StageOutcome]) -> str:
     """A plain-text table of the stages: status, time and the headline numbers of each."""
-    lines = [f"{'stage':<10} {'status':<8} {'seconds':>8}  result", "-" * 72]
+    lines = [f"{'stage':<14} {'status':<8} {'seconds':>8}  result", "-" * 76]
     for outcome in outcomes:
         headline = {key: value for key, value in outcome.summary.items()
                     if isinstance(value, (int, float, str)) and not isinstance(value, bool)}
-        lines.append(f"{outcome.name:<10} {outcome.status:<8} {outcome.seconds:>8.1f}  "
+        lines.append(f"{outcome.name:<14} {outcome.status:<8} {outcome.seconds:>8.1f}  "
                      + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                  for k, v in list(headline.items())[:4]))
-    lines.append(f"{'total':<10} {'':<8} {sum(o.seconds for o in outcomes):>8.1f}")
+    lines.append(f"{'total':<14} {'':<8} {sum(o.seconds for o in outcomes):>8.1f}")
     return "\n".join(lines)
 
 
-def sample_request(url: str, layout: ArtifactLayout, k: int = 5) -> dict[str, Any]:
+def sample_request(url: str, artifacts: ArtifactLayout, k: int = 5) -> dict[str, Any]:
     """POST /recommend with the most recent items of the first validation user; returns request and response."""
     import urllib.request
 
     from rdistill.data.schema import read_table
 
-    items = read_table(layout.dataset_dir, "items")
+    items = read_table(artifacts.dataset_dir, "items")
     item_ids = dict(zip(items.column("item_idx").to_pylist(), items.column("item_id").to_pylist()))
-    history = read_table(layout.dataset_dir, "valid").column("history")[0].as_py()[-10:]
+    history = read_table(artifacts.dataset_dir, "valid").column("history")[0].as_py()[-10:]
     body = {"history": [item_ids[item] for item in history], "k": k}
     request = urllib.request.Request(f"{url}/recommend", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"}, method="POST")
@@ -181,3 +157,41 @@ def sample_request(url: str, layout: ArtifactLayout, k: int = 5) -> dict[str, An
         request.add_header("Authorization", f"Bearer {token}")
     with urllib.request.urlopen(request, timeout=60) as response:
         return {"request": body, "response": json.loads(response.read())}
+
+
+def _serve_sample(config: Config, port: int) -> tuple[StageOutcome, dict[str, Any]]:
+    """Deploy the exported winner without blocking and answer the sample request."""
+    from rdistill.serving import run_local
+    from rdistill.stages.registry import pull_addresses
+
+    started = time.time()
+    root = config.storage()
+    artifacts = ArtifactLayout(root.local)
+    # the stages may have been skipped on this machine: their outputs may not be in its mirror yet
+    pull_addresses(root, [layout.Address(layout.SERVING_MODEL), layout.Address(layout.DATASET)])
+    url = run_local(artifacts.serving_model_dir, port=port, blocking=False)
+    sample = sample_request(url, artifacts)
+    outcome = StageOutcome("serve", "ran", time.time() - started,
+                           {"endpoint": url, "items": len(sample["response"]["items"])})
+    return outcome, {"endpoint": url, "sample": sample}
+
+
+def run_command(config: Config, force: tuple[str, ...] = (), serve: bool = False, keep_serving: bool = False,
+                port: int = 8000) -> dict[str, Any] | None:
+    """`rdistill run`: the pipeline, its summary table on stderr, and optionally the endpoint with a sample."""
+    outcomes = run_pipeline(config, force=force)
+    served: dict[str, Any] = {}
+    if serve:
+        outcome, served = _serve_sample(config, port)
+        outcomes.append(outcome)
+    print(summary_table(outcomes), file=sys.stderr)
+    result = {"stages": [{"stage": o.name, "status": o.status, "seconds": round(o.seconds, 1), **o.summary}
+                         for o in outcomes], "seconds": round(sum(o.seconds for o in outcomes), 1), **served}
+    if not (serve and keep_serving):
+        return result
+    from rdistill.serving.local import serve_until_interrupted
+
+    print(json.dumps(result, indent=2), flush=True)
+    print(f"serving at {result['endpoint']} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    serve_until_interrupted()
+    return None  # the summary was printed before serving

@@ -170,13 +170,15 @@ def build_tables(raw: RawLog, config: Config) -> tuple[dict[str, pa.Table], dict
     return tables, counts
 
 
-def prepare_dataset(config: Config) -> Path:
-    """Read the configured source and write dataset/ atomically with its manifest; returns the folder."""
+def prepare_dataset(config: Config, layout: ArtifactLayout | None = None) -> Path:
+    """Read the configured source and write dataset/ atomically with its manifest; returns the folder.
+
+    `layout` is the local side of the artifact root (default: the config's); the stage runner pushes the folder.
+    """
     started = time.time()
-    root = config.storage()  # a URI root is opened and probed before the work, not after it
+    layout = layout or ArtifactLayout(config.artifact_path())  # a URI root is opened and probed before the work
     raw = read_log(config.data)
     tables, counts = build_tables(raw, config)
-    layout = ArtifactLayout(root.local)
     with atomic_dir(layout.dataset_dir) as staging:
         for name, table in tables.items():
             pq.write_table(table, staging / f"{name}.parquet")
@@ -188,6 +190,5 @@ def prepare_dataset(config: Config) -> Path:
             started_at=started,
         )
         atomic_write_json(staging / MANIFEST_NAME, manifest)
-    root.push(layout.dataset_dir)
     log.info("prepared %s: %s", layout.dataset_dir, counts)
     return layout.dataset_dir
