@@ -30,15 +30,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rdistill.artifacts import MANIFEST_NAME, ArtifactLayout, atomic_write_json, file_sha256
+from rdistill import layout
+from rdistill.artifacts import ArtifactLayout, atomic_write_json, file_sha256, lineage
 from rdistill.config import Config, SearchDimension, config_to_dict, set_dotted
 from rdistill.errors import ConfigError, RdistillError
 from rdistill.ray_runtime import ensure_ray
 
 log = logging.getLogger(__name__)
 
-CAMPAIGN_FILE = "campaign.json"  # what the campaign was started with; a restore must match it
-SUMMARY_FILE = "summary.json"
+CAMPAIGN_FILE = layout.TUNE_CAMPAIGN_FILE  # what the campaign was started with; a restore must match it
+SUMMARY_FILE = layout.TUNE_SUMMARY_FILE
 PARETO_FILE = "pareto.json"  # tune.objective=quality_latency: the trials no other beats on quality and latency
 LATENCY_METRIC = "latency_ms"  # per-request scoring latency (rdistill/tradeoff.py), reported by every epoch
 
@@ -109,7 +110,7 @@ def run_trial(trial_params: dict[str, Any], base: dict[str, Any]) -> None:
     def report(epoch_report: EpochReport) -> None:
         model = epoch_report.model
         if config.tune.objective == "quality_latency" and not latency:  # the architecture's cost: timed once
-            history = sample_history(ArtifactLayout(config.storage().local).table("valid"), model.n_items,
+            history = sample_history(ArtifactLayout(config.artifact_path()).table("valid"), model.n_items,
                                      model.max_len)
             latency[LATENCY_METRIC], _ = served_latency_ms(model, history)  # as the endpoint would score it
         metrics = {"epoch": epoch_report.epoch, "node_id": node_id, **latency,
@@ -130,15 +131,13 @@ def check_tune_inputs(config: Config) -> None:
     from rdistill.data.dataset import load_dataset_info, load_split
     from rdistill.distill.train import load_train_signals
 
-    root = config.storage()
-    layout = ArtifactLayout(root.local)
-    root.pull(layout.dataset_dir)
-    info = load_dataset_info(layout.dataset_dir)
+    dataset_dir = ArtifactLayout(config.artifact_path()).dataset_dir  # pulled by the stage runner
+    info = load_dataset_info(dataset_dir)
     space = config.tune.search_space()
     searched_distill = any(key.startswith("distill.") for key in space)
     if searched_distill or config.distill.uses_teacher():
         probe = trial_config(config_to_dict(config), {"distill.kd_weight": 1.0})
-        signals = load_train_signals(probe, load_split(layout.dataset_dir, "train", info.max_len), info)
+        signals = load_train_signals(probe, load_split(dataset_dir, "train", info.max_len), info)
         available = signals.topk_items.shape[1]
         top_k = space.get("distill.top_k")
         if top_k is not None:
@@ -155,7 +154,7 @@ def _campaign_key(config: Config) -> str:
     for choice_only in ("export", "latency_budget_ms"):  # they change what is done with the trials, not the trials
         relevant["tune"].pop(choice_only, None)
     inputs = {"train": file_sha256(ArtifactLayout(root.local).table("train"))}
-    signals_manifest = root.read_bytes(f"signals/{MANIFEST_NAME}")
+    signals_manifest = root.read_bytes(layout.manifest_of(layout.SIGNALS))
     if signals_manifest is not None:
         inputs["signals"] = json.loads(signals_manifest).get("fingerprint")
     return hashlib.sha256(json.dumps({"config": relevant, "inputs": inputs}, sort_keys=True).encode()).hexdigest()
@@ -200,7 +199,7 @@ def _tuner(config: Config, restore: bool):
         tune_config=tune.TuneConfig(**({} if latency_too else on_metric), search_alg=search_alg,
                                     scheduler=scheduler, num_samples=tune_cfg.num_samples),
         run_config=tune.RunConfig(
-            name=config.tune.name, storage_path=config.storage().location("tune")[0], storage_filesystem=filesystem,
+            name=config.tune.name, storage_path=config.storage().location(layout.TUNE)[0], storage_filesystem=filesystem,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=metric,
                                                     checkpoint_score_order="max"),
             verbose=1,
@@ -212,7 +211,7 @@ def campaign_storage(config: Config) -> tuple[str, Any]:
     """Where Ray Tune keeps the campaign: tune/<name>/ where the root lives. For a URI root that is the object
     store itself, not the mirror: trials on any node upload their checkpoints there, and Tuner.restore finds
     the campaign from any machine, so a resume works after the driver's machine is gone."""
-    return config.storage().location(f"tune/{config.tune.name}")
+    return config.storage().location(layout.tune_campaign(config.tune.name))
 
 
 def tune_students(config: Config, fresh: bool = False) -> TuneResult:
@@ -221,7 +220,6 @@ def tune_students(config: Config, fresh: bool = False) -> TuneResult:
 
     started = time.time()
     root = config.storage()
-    layout = ArtifactLayout(root.local)
     # trials run train_student for at most tune.max_epochs, with one torch thread per CPU of the trial
     # trials run in their own working directory (Ray Tune's), so a relative artifact root must be made absolute;
     # a URI stays a URI and each trial pulls what it reads into its own node's mirror
@@ -231,13 +229,13 @@ def tune_students(config: Config, fresh: bool = False) -> TuneResult:
         "train.num_threads": config.train.num_threads or max(1, int(config.tune.cpus_per_trial)),
     })
     check_tune_inputs(config)
-    campaign = f"tune/{config.tune.name}"
-    campaign_dir = (layout.root / campaign).resolve()  # campaign.json and summary.json; Tune's own state is
+    campaign = layout.tune_campaign(config.tune.name)
+    campaign_dir = ArtifactLayout(root.local).tune_campaign_dir(config.tune.name).resolve()  # campaign.json and summary.json; Tune's own state is
     storage_path, filesystem = campaign_storage(config)  # here (the same folder for a local root)
     key = _campaign_key(config)
     restore = False
     if root.exists(campaign) and not fresh:
-        recorded = json.loads(root.read_bytes(f"{campaign}/{CAMPAIGN_FILE}") or b"{}")
+        recorded = json.loads(root.read_bytes(layout.join(campaign, CAMPAIGN_FILE)) or b"{}")
         if recorded.get("key") != key:
             raise ConfigError(f"{root.describe(campaign)} holds a campaign with a different config or inputs: "
                               "choose another tune.name, or pass --fresh to start this one over")
@@ -246,7 +244,7 @@ def tune_students(config: Config, fresh: bool = False) -> TuneResult:
         root.delete(campaign)
     campaign_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(campaign_dir / CAMPAIGN_FILE, {"key": key, "config": config_to_dict(config)})
-    root.push(campaign_dir / CAMPAIGN_FILE)
+    root.push(campaign_dir / CAMPAIGN_FILE)  # now, not at the end: a resume from another machine checks it
 
     ensure_ray()
     # each epoch checkpoints (a cut-short trial resumes from it), and with num_to_keep Tune then snapshots the
@@ -293,7 +291,6 @@ def _finish(config: Config, campaign_dir: Path, results, started: float, restore
     if config.tune.objective == "quality_latency":
         pareto = pareto_summary(trials, config.tune.latency_budget_ms)
         atomic_write_json(campaign_dir / PARETO_FILE, pareto)
-        config.storage().push(campaign_dir / PARETO_FILE)
         scored = within_latency_budget(scored, config.tune.latency_budget_ms, campaign_dir)
     best = max(scored, key=lambda result: max(m[metric] for _, m in result.best_checkpoints))
     checkpoint, best_metrics = max(best.best_checkpoints, key=lambda pair: pair[1][metric])
@@ -301,25 +298,25 @@ def _finish(config: Config, campaign_dir: Path, results, started: float, restore
     winner_config = trial_config(config_to_dict(config), params)
 
     root = config.storage()
-    layout = ArtifactLayout(root.local)
-    info = load_dataset_info(layout.dataset_dir)
+    artifacts = ArtifactLayout(root.local)
+    info = load_dataset_info(artifacts.dataset_dir)
     with checkpoint.as_directory() as folder:
         model = load_student(Path(folder))
     # the only look at the test split in the whole campaign, with the weights chosen on validation
     eval_cfg = config.eval
-    test = evaluate_model(model, load_split(layout.dataset_dir, "test", info.max_len), eval_cfg.ks,
+    test = evaluate_model(model, load_split(artifacts.dataset_dir, "test", info.max_len), eval_cfg.ks,
                           config.train.eval_batch_size, eval_cfg.exclude_history)
     valid = {key.removeprefix("valid_"): value for key, value in best_metrics.items()
              if key.startswith("valid_")}
     serving_dir = None
     if config.tune.export:
         serving_dir = export_student(
-            model, read_table(layout.dataset_dir, "items"), layout.serving_model_dir,
+            model, read_table(artifacts.dataset_dir, "items"), artifacts.serving_model_dir,
             metrics={"valid": valid, "test": test, "best_epoch": best_metrics.get("epoch"), "params": params},
             config=config_to_dict(winner_config),
-            lineage=_lineage(config, campaign_dir, best),
+            lineage=lineage(root, {"campaign": str(campaign_dir) if not root.is_remote else root.describe(
+                layout.tune_campaign(config.tune.name)), "trial_id": best.metrics.get("trial_id")}),
         )
-        root.push(serving_dir)
     summary = {"metric": metric, "winner": {"trial_id": best.metrics.get("trial_id"), "params": params,
                                             "valid": valid, "test": test, "epoch": best_metrics.get("epoch")},
                "trials": trials, "restored": restored, "seconds": round(time.time() - started, 1),
@@ -328,25 +325,8 @@ def _finish(config: Config, campaign_dir: Path, results, started: float, restore
     if pareto is not None:
         summary["winner"][LATENCY_METRIC] = best.metrics.get(LATENCY_METRIC)
         summary["pareto_front"] = [row["trial_id"] for row in pareto["front"]]
-    atomic_write_json(campaign_dir / SUMMARY_FILE, summary)
-    root.push(campaign_dir / SUMMARY_FILE)
+    atomic_write_json(campaign_dir / SUMMARY_FILE, summary)  # pushed by the stage runner with serving/model
     return TuneResult(campaign_dir, params, valid, test, serving_dir, trials, restored, checkpoint.path)
-
-
-def _lineage(config: Config, campaign_dir: Path, best) -> dict[str, Any]:
-    root = config.storage()
-    campaign = f"tune/{config.tune.name}"
-    lineage: dict[str, Any] = {"campaign": str(campaign_dir) if not root.is_remote else root.describe(campaign),
-                               "trial_id": best.metrics.get("trial_id"),
-                               "dataset_items_sha256": file_sha256(ArtifactLayout(root.local).table("items"))}
-    for name, relative in (("dataset", f"dataset/{MANIFEST_NAME}"), ("signals", f"signals/{MANIFEST_NAME}"),
-                           ("teacher", f"teacher/checkpoint/{MANIFEST_NAME}")):
-        recorded = root.read_bytes(relative)  # where the root lives: this process may not have pulled them all
-        if recorded is not None:
-            manifest = json.loads(recorded)
-            lineage[name] = {"manifest": root.describe(relative), "started_at": manifest.get("started_at"),
-                             **({"fingerprint": manifest["fingerprint"]} if "fingerprint" in manifest else {})}
-    return lineage
 
 
 def trial_table(results, metric: str) -> list[dict[str, Any]]:
