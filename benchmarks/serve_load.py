@@ -239,7 +239,7 @@ def bench_servers(args, bodies: list[bytes]) -> tuple[list[dict], dict | None]:
     from ray import serve
 
     from rdistill.serving import ServeSettings
-    from serve.app import build_app
+    from rdistill.serving.app import build_app
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ["RAY_worker_niceness"] = str(args.ray_worker_niceness)
@@ -298,7 +298,7 @@ def replica_states(serve, app_name: str) -> dict[str, int]:
 
 def autoscaling_step(serve, settings, base: str, bodies: list[bytes], args) -> dict:
     """min 1, max 4 replicas; 8 s at 10 requests/s, 25 s of 32 closed-loop clients, 20 s at 10 requests/s."""
-    from serve.app import build_app
+    from rdistill.serving.app import build_app
 
     autoscaling = {"min_replicas": 1, "max_replicas": 4, "initial_replicas": 1, "target_ongoing_requests": 2,
                    "upscale_delay_s": 2, "downscale_delay_s": 10, "metrics_interval_s": 0.5,

@@ -116,7 +116,7 @@ def main() -> None:
     from rdistill.export import load_exported
     from rdistill.ray_runtime import set_env_defaults
     from rdistill.serving import ServeSettings
-    from serve.app import build_app
+    from rdistill.serving.app import build_app
 
     bodies = load_bodies(args.dataset_dir.resolve(), k=10)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

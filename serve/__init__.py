@@ -1,1 +1,2 @@
-"""The Ray Serve application (serve/app.py) and its Serve config YAML (serve/config.yaml); see serve/README.md."""
+"""The Ray Serve config YAML (serve/config.yaml) and a shim for the old import path `serve.app:app_builder`; the
+application itself is rdistill/serving/app.py. See serve/README.md."""

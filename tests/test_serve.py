@@ -3,7 +3,7 @@
 The integration part starts one Serve instance for the module on a free 127.0.0.1 port with three applications:
 `main` (2 replicas, scoring with the export's ONNX graph: correctness, validation, hostile input, a replica
 killed under load), `secure` (bearer token on, scoring with torch) and `swap` (a model swapped under a steady
-request stream).
+request stream). Last, `run_local(blocking=True)` serves from a process of its own (its own Ray) until SIGTERM.
 """
 
 from __future__ import annotations
@@ -11,7 +11,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -196,7 +201,7 @@ def test_bearer_token_and_batching_rules():
 
 
 def test_build_app_refuses_unfillable_batches(model_dirs):
-    from serve.app import build_app
+    from rdistill.serving.app import build_app
 
     settings = ServeSettings(model_dir=str(model_dirs[0]), max_batch_size=64)
     with pytest.raises(ConfigError, match="max_ongoing_requests"):
@@ -211,11 +216,12 @@ def test_config_yaml_is_a_valid_serve_config(model_dirs):
     import yaml
     from ray.serve.schema import ServeDeploySchema
 
-    from serve.app import DEPLOYMENT_NAME
+    from rdistill.serving.app import DEPLOYMENT_NAME
 
     config = ServeDeploySchema.model_validate(yaml.safe_load((Path(__file__).parents[1] / "serve" / "config.yaml").read_text()))
     assert config.http_options.host == "127.0.0.1"
     (app,) = config.applications
+    assert app.import_path == "rdistill.serving.app:app_builder"  # the library, not the serve/app.py shim
     module, _, name = app.import_path.partition(":")
     builder = getattr(importlib.import_module(module), name)
     settings = ServeSettings.model_validate(app.args)  # every arg is a known setting
@@ -276,7 +282,7 @@ def wait_for(condition, timeout_s: float, what: str) -> None:
 def serve_url(ray_cluster, model_dirs):
     from ray import serve
 
-    from serve.app import build_app
+    from rdistill.serving.app import build_app
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -564,3 +570,60 @@ def test_model_swap_under_load_drops_no_request(serve_url, model_dirs):
     versions = [version for _, version in stream.results]
     assert versions[0] == old and versions[-1] == new and set(versions) == {old, new}
     assert set(versions[-10:]) == {new}  # after the swap only the new model answers
+
+
+# run_local(blocking=True) in a process of its own; after SIGTERM it prints which Serve actors are left.
+BLOCKING_SERVER = """
+import json, sys, ray
+from rdistill.serving import run_local
+url = run_local(sys.argv[1], port=int(sys.argv[2]), ray_address="local", num_cpus_per_replica=0.25, blocking=True)
+left = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("SERVE_")]
+print(json.dumps({"url": url, "serve_actors_left": left}), flush=True)
+"""
+
+
+def wait_until_answering(url: str, server: subprocess.Popen, timeout_s: float) -> None:
+    import httpx
+
+    def answering() -> bool:
+        assert server.poll() is None, "the server exited before it answered"
+        try:
+            return httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(answering, timeout_s, f"{url} to answer")
+
+
+@pytest.mark.integration
+def test_blocking_run_local_serves_until_sigterm_then_shuts_serve_down(model_dirs, tmp_path):
+    import httpx
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    # its own Ray in a short private folder (socket paths have a length limit), apart from the module's cluster
+    ray_tmp = tempfile.mkdtemp(prefix="rdsv-", dir="/tmp")
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    log_path = tmp_path / "server.log"  # a file, not a pipe: Ray's chatter could fill a pipe nobody reads yet
+    with open(log_path, "w") as log_file:
+        server = subprocess.Popen([sys.executable, "-c", BLOCKING_SERVER, str(model_dirs[0]), str(port)], env=env,
+                                  stdout=log_file, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        try:
+            wait_until_answering(url, server, timeout_s=300)
+        except AssertionError as err:
+            raise AssertionError(f"{err}\n{log_path.read_text()[-4000:]}") from None
+        assert httpx.post(f"{url}/recommend", json={"history": ids([1, 2]), "k": 3}, timeout=30).status_code == 200
+        time.sleep(1)  # serve.run has returned; give run_local the moment it needs to install its SIGTERM handler
+        server.send_signal(signal.SIGTERM)  # the process only, as `kill` or Kubernetes would
+        server.wait(timeout=180)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)  # the server and the Ray it started
+            server.wait()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    output = log_path.read_text()
+    assert server.returncode == 0, output[-4000:]  # SIGTERM ended serving like Ctrl-C: run_local returned
+    result = json.loads(output.strip().splitlines()[-1])
+    assert result == {"url": url, "serve_actors_left": []}, output[-4000:]  # and Serve was shut down

@@ -1,8 +1,8 @@
 """Online recommendation for an exported student: request/response models, validation and batch scoring.
 
-serve/app.py wires these into a Ray Serve deployment; everything here is plain Python + torch (Ray is imported
-only inside `run_local`), so the rules a request is held to are unit-testable without a cluster, and the
-benchmark's bare uvicorn baseline (`bare_fastapi_app`) runs exactly the same code.
+rdistill/serving/app.py wires these into a Ray Serve deployment; this module never imports Ray (plain Python,
+torch and FastAPI), so the rules a request is held to are unit-testable without a cluster, and the benchmark's
+bare uvicorn baseline (`bare_fastapi_app`) runs exactly the same code.
 
 A request is turned into scores in three steps:
 
@@ -24,7 +24,6 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -43,9 +42,8 @@ from pydantic import (
 
 from rdistill.errors import ConfigError
 from rdistill.onnx_scoring import runtime_name, scorer_for
-from rdistill.ray_runtime import ensure_ray, haproxy_exposure_warning
 
-log = logging.getLogger("rdistill.serving")
+log = logging.getLogger("rdistill.serving")  # one logger for the package (service and local)
 
 DEFAULT_TOKEN_ENV = "RDISTILL_SERVE_TOKEN"
 MAX_K = 100
@@ -310,7 +308,7 @@ def score_batch(model, requests: list[ScoringRequest]) -> list[list[tuple[int, f
 class Recommender:
     """One loaded exported model with everything a replica needs: validation, batch scoring, responses.
 
-    Framework-free: the Ray Serve deployment (serve/app.py) and the bare uvicorn baseline both wrap it."""
+    Framework-free: the Ray Serve deployment (rdistill/serving/app.py) and the bare uvicorn baseline both wrap it."""
 
     def __init__(self, settings: ServeSettings):
         from rdistill.export import load_exported
@@ -425,73 +423,3 @@ def bare_fastapi_app(settings: ServeSettings) -> FastAPI:
         return JSONResponse(response.model_dump(mode="json"))
 
     return api
-
-
-# ---------------------------------------------------------------------------------------------------- run locally
-
-
-def run_local(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, *, app_name: str = "rdistill",
-              route_prefix: str = "/", num_replicas: int | None = 1, autoscaling_config: dict | None = None,
-              max_ongoing_requests: int = 32, num_cpus_per_replica: float = 0.5, max_batch_size: int = 16,
-              batch_wait_timeout_s: float = 0.005, max_body_bytes: int = 64 * 1024,
-              auth_token_env: str = DEFAULT_TOKEN_ENV, torch_threads: int = 1, runtime: str = "auto",
-              ray_address: str | None = None, access_log: bool = False, blocking: bool = True) -> str:
-    """Serve an exported student with Ray Serve at http://host:port/ (the `rdistill serve` command).
-
-    Starts (or joins, see ray_address) a Ray cluster, starts Serve's HTTP proxy on host:port (127.0.0.1 by
-    default: only this machine can reach it) and deploys the application as `app_name`. Calling it again with
-    another model_dir and the same app_name swaps models without dropping requests (a rolling update).
-
-    Args:
-        model_dir: an exported model (serving/model/, from `rdistill export` or `rdistill tune`): a local path,
-            or a URI (s3://bucket/run/serving/model) that each replica pulls to its own node.
-        host, port: where the HTTP proxy listens; fixed for the lifetime of Serve on this cluster.
-        num_replicas: fixed replica count; ignored when autoscaling_config is given.
-        autoscaling_config: Serve's autoscaling options (min_replicas, max_replicas,
-            target_ongoing_requests, upscale_delay_s, downscale_delay_s, ...).
-        max_ongoing_requests: per-replica admission limit; must be >= max_batch_size.
-        num_cpus_per_replica: CPUs Ray reserves per replica (fractional on a small machine).
-        max_batch_size, batch_wait_timeout_s, max_body_bytes, auth_token_env, torch_threads, runtime: see
-            ServeSettings.
-            Auth is on when the environment variable auth_token_env is set (in the environment Ray's workers
-            see: set it before the cluster starts, or in the replica's runtime_env).
-        ray_address: passed to ray.init when Ray is not initialised yet: None is Ray's default (RAY_ADDRESS,
-            else a running local cluster, else a new one), "local" always starts a new one.
-        access_log: one log line per request in the proxy's and the replica's log files. Off by default: on a
-            small CPU the two file writes per request cost noticeable throughput (benchmarks/serve_load.py).
-        blocking: serve until interrupted (Ctrl-C), then shut Serve down; otherwise return at once.
-
-    Returns:
-        The base URL, e.g. "http://127.0.0.1:8000" (returned after Ctrl-C when blocking).
-    """
-    from ray import serve
-
-    from serve.app import build_app
-
-    from rdistill.storage import is_uri
-
-    model_dir = str(model_dir) if is_uri(str(model_dir)) else str(Path(model_dir).resolve())
-    settings = ServeSettings(model_dir=model_dir, max_batch_size=max_batch_size,
-                             batch_wait_timeout_s=batch_wait_timeout_s, max_body_bytes=max_body_bytes,
-                             auth_token_env=auth_token_env, torch_threads=torch_threads, runtime=runtime)
-    application = build_app(settings, num_replicas=num_replicas, autoscaling_config=autoscaling_config,
-                            max_ongoing_requests=max_ongoing_requests, num_cpus_per_replica=num_cpus_per_replica)
-    ensure_ray(ray_address)
-    warning = haproxy_exposure_warning(host)
-    if warning:
-        log.warning(warning)
-    serve.start(http_options={"host": host, "port": port})
-    serve.run(application, name=app_name, route_prefix=route_prefix,
-              logging_config={"enable_access_log": access_log})
-    url = f"http://{host}:{port}{route_prefix.rstrip('/')}"
-    if blocking:
-        import time
-
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            serve.shutdown()
-    return url
