@@ -130,6 +130,13 @@ def markdown(rows: list[dict], entries: list[str]) -> str:
     return "\n".join(lines)
 
 
+def pooled_table(results: dict, entries: list[str], teacher_results: dict | None = None,
+                 teachers: list[str] | tuple[str, ...] = ()) -> list[dict]:
+    """The rows of the pooled table (what main prints), from loaded distill.json and teacher.json contents."""
+    teacher = teacher_row(teacher_results or {}, list(teachers)) if teachers else None
+    return table_rows(pooled_runs(results, entries), entries, teacher)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("entries", nargs="+", help="entries of the results file, first one wins a (variant, seed)")
@@ -138,12 +145,10 @@ def main() -> int:
     parser.add_argument("--results", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "distill.json")
     parser.add_argument("--json", action="store_true", help="print the rows (with each seed's test NDCG@10) as JSON")
     args = parser.parse_args()
-    pooled = pooled_runs(json.loads(args.results.read_text()), args.entries)
-    teacher = None
+    teacher_results = None
     if args.teachers:
-        teacher = teacher_row(json.loads((REPO_ROOT / "benchmarks" / "results" / "teacher.json").read_text()),
-                              args.teachers)
-    rows = table_rows(pooled, args.entries, teacher)
+        teacher_results = json.loads((REPO_ROOT / "benchmarks" / "results" / "teacher.json").read_text())
+    rows = pooled_table(json.loads(args.results.read_text()), args.entries, teacher_results, args.teachers)
     print(json.dumps(rows, indent=1) if args.json else markdown(rows, args.entries))
     return 0
 
