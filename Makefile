@@ -24,7 +24,7 @@ setup: $(BIN)/.installed
 # The main job on the default data: the whole pipeline (prepare, teacher train, teacher infer, tune + export) on a
 # slice of MovieLens latest-small, then the winner deployed with Ray Serve answering a sample request.
 demo: setup
-	$(BIN)/rdistill run --config jobs/configs/ml-latest-small.yaml --profile quick --serve \
+	$(BIN)/rdistill run --config ml-latest-small --profile quick --serve \
 		artifact_root=$(ARTIFACTS)/ml-latest-small-quick
 
 test: setup

@@ -69,8 +69,9 @@ def stage_key(name: str, config: Config) -> str:
     return _digest({section: raw[section] for section in declared.key_sections} | {"input": source})
 
 
-def _stage_finished(declared: Stage, config: Config) -> bool:
-    return config.storage().exists(declared.output_marker(config))
+def stage_finished(name: str, config: Config) -> bool:
+    """Whether the stage's output is complete where the root lives (its marker is there)."""
+    return config.storage().exists(stage(name).output_marker(config))
 
 
 class _State:
@@ -117,7 +118,7 @@ def run_pipeline(config: Config, stages: tuple[str, ...] | None = None, force: t
         record = state.records.get(declared.name, {})
         prefix = f"[{number}/{len(selected)}] {declared.name}"
         if (declared.name not in force and record.get("status") == "done" and record.get("key") == key
-                and _stage_finished(declared, config)):
+                and stage_finished(declared.name, config)):
             echo(f"{prefix}: up to date, skipped")
             outcomes.append(StageOutcome(declared.name, "skipped", 0.0, record.get("summary", {})))
             continue

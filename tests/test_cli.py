@@ -34,12 +34,43 @@ def tiny_config_file(tmp_path) -> Path:
     return config
 
 
-@pytest.mark.parametrize("command", ["prepare", "train-student", "evaluate", "export",
-                                     "teacher train", "teacher infer"])
+STAGE_NAMES = ["prepare", "teacher-train", "teacher-infer", "train-student", "evaluate", "tune", "export", "serve",
+               "report"]
+
+
+@pytest.mark.parametrize("command", [*STAGE_NAMES, "run", "teacher train"])
 def test_every_command_explains_itself(command):
     result = subprocess.run([*RDISTILL, *command.split(), "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert "--config" in result.stdout and "key.sub=value" in result.stdout
+
+
+def test_every_stage_has_one_name_for_command_job_and_pipeline():
+    """The registry is the one list: each stage is a command, a job module and (for pipeline stages) a record."""
+    from rdistill.stages.registry import pipeline_stages, stages
+
+    assert [stage.name for stage in stages()] == STAGE_NAMES
+    assert [stage.name for stage in pipeline_stages()] == ["prepare", "teacher-train", "teacher-infer", "tune"]
+    jobs = Path(__file__).resolve().parents[1] / "jobs"
+    modules = {path.stem for path in jobs.glob("*.py")} - {"__init__", "_entry"}
+    assert modules == {name.replace("-", "_") for name in STAGE_NAMES} | {"run"}
+    for stage in stages():
+        assert f'run_command("{stage.name}")' in (jobs / f"{stage.job_module.split('.')[1]}.py").read_text()
+    listed = json.loads(run("stages").stdout)
+    assert [row["stage"] for row in listed] == STAGE_NAMES
+    assert next(row for row in listed if row["stage"] == "teacher-infer")["writes"] == ["signals"]
+
+
+def test_the_old_two_word_teacher_commands_still_work():
+    result = subprocess.run([*RDISTILL, "teacher", "infer", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "usage: rdistill teacher-infer" in result.stdout
+    assert "`teacher infer` is now `teacher-infer`" in result.stderr
+
+
+def test_a_packaged_config_is_found_by_name(tmp_path):
+    result = run("prepare", "--config", "no-such-dataset", check=False)
+    assert result.returncode == 2
+    assert "packaged configs, usable by name: ['amazon-beauty', 'amazon-scientific', 'ml-latest-small']" in result.stderr
 
 
 def test_prepare_train_evaluate(tiny_config_file, tmp_path):

@@ -45,7 +45,7 @@ def test_rayjob_entrypoint_exists_and_its_arguments_validate():
     assert job["kind"] == "RayJob"
     entrypoint = job["spec"]["entrypoint"]
     modules = entrypoint_modules(entrypoint)
-    assert modules == ["jobs.pipeline"]
+    assert modules == ["jobs.run"]
     for module in modules:
         assert (REPO_ROOT / (module.replace(".", "/") + ".py")).is_file()
     words = shlex.split(entrypoint)

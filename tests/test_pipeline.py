@@ -32,7 +32,7 @@ def test_the_pipeline_runs_every_stage_then_skips_and_resumes_after_a_failure(ra
     with pytest.raises(ConfigError, match="reaches 9 but the signals hold the teacher's top 5"):
         run_pipeline(bad, echo=lines.append)
     state = json.loads((tmp_path / "artifacts" / "pipeline.json").read_text())
-    assert [state[s]["status"] for s in ("prepare", "teacher", "infer", "tune")] == ["done"] * 3 + ["failed"]
+    assert [state[s]["status"] for s in ("prepare", "teacher-train", "teacher-infer", "tune")] == ["done"] * 3 + ["failed"]
     assert "reaches 9" in state["tune"]["error"]
     outputs = {name: (tmp_path / "artifacts" / path).stat().st_mtime_ns for name, path in {
         "dataset": "dataset/manifest.json", "teacher": "teacher/checkpoint/manifest.json",
@@ -41,8 +41,8 @@ def test_the_pipeline_runs_every_stage_then_skips_and_resumes_after_a_failure(ra
     # 2. fixed, the rerun resumes at tune: prepare, teacher and infer are not redone
     config = pipeline_config(tmp_path, tiny_backbone)
     outcomes = run_pipeline(config, echo=lines.append)
-    assert [(o.name, o.status) for o in outcomes] == [("prepare", "skipped"), ("teacher", "skipped"),
-                                                      ("infer", "skipped"), ("tune", "ran")]
+    assert [(o.name, o.status) for o in outcomes] == [("prepare", "skipped"), ("teacher-train", "skipped"),
+                                                      ("teacher-infer", "skipped"), ("tune", "ran")]
     for name, path in {"dataset": "dataset/manifest.json", "teacher": "teacher/checkpoint/manifest.json",
                        "signals": "signals/manifest.json"}.items():
         assert (tmp_path / "artifacts" / path).stat().st_mtime_ns == outputs[name]
@@ -106,7 +106,7 @@ def test_the_quick_profile_on_a_slice_of_movielens_ends_with_the_endpoint_answer
     assert process.returncode == 0, process.stderr[-4000:]
     summary, _ = json.JSONDecoder().raw_decode(process.stdout[process.stdout.rindex('{\n  "stages"'):])
     assert [(s["stage"], s["status"]) for s in summary["stages"]] == [
-        ("prepare", "ran"), ("teacher", "ran"), ("infer", "ran"), ("tune", "ran"), ("serve", "ran")]
+        ("prepare", "ran"), ("teacher-train", "ran"), ("teacher-infer", "ran"), ("tune", "ran"), ("serve", "ran")]
     answer, request = summary["sample"]["response"], summary["sample"]["request"]
     assert len(answer["items"]) == 5 and not {item["item_id"] for item in answer["items"]} & set(request["history"])
     assert all(item["text"] for item in answer["items"])  # MovieLens titles come back with the ids

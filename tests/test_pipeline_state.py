@@ -6,7 +6,7 @@ import json
 import os
 
 from rdistill.artifacts import ArtifactLayout
-from rdistill.pipeline import _stage_finished, stage_key
+from rdistill.pipeline import stage_finished, stage_key
 
 from tiny_data import tiny_config, write_cyclic_log
 
@@ -27,23 +27,23 @@ def test_prepare_key_follows_the_raw_files_and_the_data_section(tmp_path):
 def test_keys_chain_through_the_input_manifests(tmp_path):
     config = tiny_config(tmp_path)
     layout = ArtifactLayout(config.artifact_path())
-    before = {stage: stage_key(stage, config) for stage in ("teacher", "infer", "tune")}
+    before = {stage: stage_key(stage, config) for stage in ("teacher-train", "teacher-infer", "tune")}
     layout.signals_dir.mkdir(parents=True)
     (layout.signals_dir / "manifest.json").write_text(json.dumps({"fingerprint": "a"}))
-    after = {stage: stage_key(stage, config) for stage in ("teacher", "infer", "tune")}
-    assert after["teacher"] == before["teacher"] and after["infer"] == before["infer"]
+    after = {stage: stage_key(stage, config) for stage in ("teacher-train", "teacher-infer", "tune")}
+    assert after["teacher-train"] == before["teacher-train"] and after["teacher-infer"] == before["teacher-infer"]
     assert after["tune"] != before["tune"]  # new signals: the campaign must rerun
 
 
 def test_a_tune_stage_without_export_is_finished_by_its_summary(tmp_path):
     exporting, not_exporting = tiny_config(tmp_path), tiny_config(tmp_path, "tune.export=false")
     layout = ArtifactLayout(exporting.artifact_path())
-    assert not _stage_finished("tune", exporting) and not _stage_finished("tune", not_exporting)
+    assert not stage_finished("tune", exporting) and not stage_finished("tune", not_exporting)
     summary = layout.root / "tune" / "distill" / "summary.json"
     summary.parent.mkdir(parents=True)
     summary.write_text("{}")
-    assert _stage_finished("tune", not_exporting)
-    assert not _stage_finished("tune", exporting)  # still waits for serving/model/
+    assert stage_finished("tune", not_exporting)
+    assert not stage_finished("tune", exporting)  # still waits for serving/model/
     layout.serving_model_dir.mkdir(parents=True)
     (layout.serving_model_dir / "manifest.json").write_text("{}")
-    assert _stage_finished("tune", exporting)
+    assert stage_finished("tune", exporting)

@@ -91,7 +91,7 @@ def test_the_pipeline_runs_as_a_submitted_job(ray_head, tiny_backbone, tmp_path)
     deadline, job_id = time.time() + 480, None  # slow on a loaded 2-core machine
     while job_id is None:
         try:
-            job_id = ray_head.submit_job(entrypoint=f"{sys.executable} -m jobs.pipeline --config {config_file}",
+            job_id = ray_head.submit_job(entrypoint=f"{sys.executable} -m jobs.run --config {config_file}",
                                          runtime_env=runtime_env)
         except (RuntimeError, ConnectionError, OSError) as err:
             # "No available agent to submit job": the head's job agent is still starting
@@ -111,7 +111,7 @@ def test_the_pipeline_runs_as_a_submitted_job(ray_head, tiny_backbone, tmp_path)
 
     artifacts = tmp_path / "artifacts"
     summary, _ = json.JSONDecoder().raw_decode(logs[logs.index('{\n  "stages"'):])
-    assert [stage["stage"] for stage in summary["stages"]] == ["prepare", "teacher", "infer", "tune"]
+    assert [stage["stage"] for stage in summary["stages"]] == ["prepare", "teacher-train", "teacher-infer", "tune"]
     for manifest in ("dataset/manifest.json", "teacher/checkpoint/manifest.json", "signals/manifest.json",
                      "serving/model/manifest.json"):
         assert (artifacts / manifest).is_file(), manifest

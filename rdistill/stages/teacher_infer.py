@@ -37,7 +37,7 @@ STAGE = Stage(
     # Ray Data reads dataset/ where the root lives, and the actors pull the teacher on their own nodes; the
     # driver needs both locally for its input checks
     reads=lambda context: [Address(layout.DATASET), Address(layout.TEACHER_CHECKPOINT)],
-    writes=lambda context: [] if context.summary["skipped"] else [Address(layout.SIGNALS)],
+    writes=lambda context: [] if (context.summary or {}).get("skipped") else [Address(layout.SIGNALS)],
     key_sections=("infer",),
     upstream="teacher-train",
     output=lambda config: Address(layout.SIGNALS),
