@@ -8,6 +8,7 @@ instead of being silently ignored as in dict-based configs.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -21,6 +22,8 @@ from rdistill.errors import ConfigError
 
 if TYPE_CHECKING:
     from rdistill.storage import ArtifactRoot
+
+log = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "RDISTILL_DATA_DIR"
 ARTIFACT_ROOT_ENV = "RDISTILL_ARTIFACT_ROOT"
@@ -251,37 +254,75 @@ class InferConfig(StrictModel):
 
 
 class DistillConfig(StrictModel):
-    """What a student learns from the teacher's signals (signals/), beside cross-entropy on the data.
-    All weights 0 and init_item_embeddings=random is plain training; see rdistill/distill/losses.py."""
+    """What a student learns from the teacher's signals (signals/), beside cross-entropy on the data: one block per
+    registered distillation term (rdistill/distill/terms.py), distill.<term>.weight and the term's own settings,
+    e.g. distill.kd.weight, distill.kd.temperature, distill.rank.weight, distill.embed.weight. Every weight 0 and
+    init_item_embeddings=random is plain training. The flat keys of earlier versions (distill.kd_weight, ...) are
+    still read, with a warning naming the new key."""
 
-    kd_weight: float = Field(0.0, ge=0)  # lambda_kd: Hinton KD over the teacher's top-K
-    temperature: float = Field(1.0, gt=0)  # T of the KD softmaxes
-    rank_weight: float = Field(0.0, ge=0)  # lambda_rank: DLLM2Rec importance-aware ranking distillation
-    position_lambda: float = Field(10.0, gt=0)  # lambda_r of the position weight exp(-k / lambda_r)
-    gamma_position: float = Field(0.4, ge=0)  # shares of the three DLLM2Rec weights
-    gamma_confidence: float = Field(0.4, ge=0)
-    gamma_consistency: float = Field(0.2, ge=0)
-    top_k: int | None = Field(None, ge=1)  # candidates used per row (<= infer.top_k); null: all of them
-    embed_weight: float = Field(0.0, ge=0)  # omega: E_id + omega * Linear(E_teacher); 0 disables it
+    # the term blocks are extra fields, validated against the registry (terms may be registered from outside)
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    top_k: int | None = Field(None, ge=1)  # the teacher's candidates used per row (<= infer.top_k); null: all
     # random: the student's own init; teacher: the teacher's item table reduced by PCA to the student's width.
     init_item_embeddings: Literal["random", "teacher"] = "random"
-    feature_weight: float = Field(0.0, ge=0)  # lambda_f: SLMRec feature distillation (slm student only)
-    feature_l2_weight: float = Field(0.1, ge=0)  # the 0.1 * ||h_s - h_t|| term of the feature loss
-    block_ce_weight: float = Field(0.0, ge=0)  # slm: cross-entropy heads at the intermediate blocks
 
-    @model_validator(mode="after")
-    def _some_gamma(self) -> DistillConfig:
-        if self.rank_weight > 0 and self.gamma_position + self.gamma_confidence + self.gamma_consistency <= 0:
-            raise ValueError("rank_weight > 0 needs at least one of gamma_position, gamma_confidence, "
-                             "gamma_consistency above 0")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _term_blocks(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        from pydantic_core import InitErrorDetails
+
+        from rdistill.distill.terms import registered_terms
+
+        raw, errors = _map_legacy_distill_keys(raw), []
+        terms = registered_terms()
+        for name, term in terms.items():
+            try:
+                raw[name] = term.Config.model_validate(raw.get(name, {}))
+            except ValidationError as err:
+                errors += [InitErrorDetails(type=issue["type"], loc=(name, *issue["loc"]), input=issue["input"],
+                                            ctx=issue.get("ctx", {})) for issue in err.errors()]
+        errors += [InitErrorDetails(type="extra_forbidden", loc=(key,), input=value) for key, value in raw.items()
+                   if key not in terms and key not in cls.model_fields]
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return {**{key: raw[key] for key in cls.model_fields if key in raw}, **{name: raw[name] for name in terms}}
+
+    def term_configs(self) -> dict[str, StrictModel]:
+        """Each registered term's block, by term name."""
+        return dict(self.__pydantic_extra__ or {})
 
     def uses_teacher(self) -> bool:
-        return (self.kd_weight > 0 or self.rank_weight > 0 or self.embed_weight > 0 or self.feature_weight > 0
-                or self.block_ce_weight > 0 or self.init_item_embeddings == "teacher")
+        return self.init_item_embeddings == "teacher" or any(
+            block.weight > 0 for block in self.term_configs().values())
 
-    def uses_candidates(self) -> bool:
-        return self.kd_weight > 0 or self.rank_weight > 0
+
+def _map_legacy_distill_keys(raw: dict[str, Any]) -> dict[str, Any]:
+    """distill.kd_weight -> distill.kd.weight, ... with a warning. The flat key wins over its block's value: a tune
+    trial sets an old key over a whole dumped config, whose blocks hold every key."""
+    from rdistill.distill.terms import legacy_key_map
+
+    mapping, raw = legacy_key_map(), dict(raw)
+    for old in [key for key in raw if key in mapping]:
+        term, key = mapping[old]
+        log.warning("distill.%s is deprecated: use distill.%s.%s", old, term, key)
+        block = raw.get(term, {})
+        block = block.model_dump() if isinstance(block, BaseModel) else dict(block) if isinstance(block, dict) else {}
+        raw[term] = {**block, key: raw.pop(old)}
+    return raw
+
+
+def canonical_key(key: str) -> str:
+    """A dotted config key with a deprecated flat distill key replaced by its new one (others unchanged)."""
+    section, _, rest = key.partition(".")
+    if section != "distill":
+        return key
+    from rdistill.distill.terms import legacy_key_map
+
+    term_key = legacy_key_map().get(rest)
+    return f"distill.{term_key[0]}.{term_key[1]}" if term_key else key
 
 
 class SearchDimension(StrictModel):
@@ -313,15 +354,15 @@ class SearchDimension(StrictModel):
 def default_search_space() -> dict[str, SearchDimension]:
     """The distillation weights of DLLM2Rec and Hinton KD, and the learning rate."""
     return {
-        "distill.kd_weight": SearchDimension(type="uniform", low=0.0, high=2.0),
-        "distill.temperature": SearchDimension(type="loguniform", low=0.5, high=5.0),
-        "distill.rank_weight": SearchDimension(type="uniform", low=0.0, high=2.0),
-        "distill.position_lambda": SearchDimension(type="loguniform", low=1.0, high=50.0),
-        "distill.gamma_position": SearchDimension(type="uniform", low=0.0, high=1.0),
-        "distill.gamma_confidence": SearchDimension(type="uniform", low=0.0, high=1.0),
-        "distill.gamma_consistency": SearchDimension(type="uniform", low=0.0, high=1.0),
+        "distill.kd.weight": SearchDimension(type="uniform", low=0.0, high=2.0),
+        "distill.kd.temperature": SearchDimension(type="loguniform", low=0.5, high=5.0),
+        "distill.rank.weight": SearchDimension(type="uniform", low=0.0, high=2.0),
+        "distill.rank.position_lambda": SearchDimension(type="loguniform", low=1.0, high=50.0),
+        "distill.rank.gamma_position": SearchDimension(type="uniform", low=0.0, high=1.0),
+        "distill.rank.gamma_confidence": SearchDimension(type="uniform", low=0.0, high=1.0),
+        "distill.rank.gamma_consistency": SearchDimension(type="uniform", low=0.0, high=1.0),
         "distill.top_k": SearchDimension(type="choice", values=[10, 20, 50]),
-        "distill.embed_weight": SearchDimension(type="uniform", low=0.0, high=1.0),
+        "distill.embed.weight": SearchDimension(type="uniform", low=0.0, high=1.0),
         "train.lr": SearchDimension(type="loguniform", low=3e-4, high=3e-3),
     }
 
@@ -377,6 +418,10 @@ class Config(StrictModel):
 
     @model_validator(mode="after")
     def _searched_keys_exist(self) -> Config:
+        searched: dict[str, str] = {}
+        for key in self.tune.space:  # an old flat distill key and its new key would set one value twice
+            if searched.setdefault(canonical_key(key), key) != key:
+                raise ValueError(f"tune.space.{key} and tune.space.{searched[canonical_key(key)]} set the same value")
         for key, dimension in self.tune.space.items():
             raw = self.model_dump(mode="json")
             raw["tune"]["space"] = {}

@@ -136,7 +136,7 @@ def check_tune_inputs(config: Config) -> None:
     space = config.tune.search_space()
     searched_distill = any(key.startswith("distill.") for key in space)
     if searched_distill or config.distill.uses_teacher():
-        probe = trial_config(config_to_dict(config), {"distill.kd_weight": 1.0})
+        probe = trial_config(config_to_dict(config), {"distill.kd.weight": 1.0})
         signals = load_train_signals(probe, load_split(dataset_dir, "train", info.max_len), info)
         available = signals.topk_items.shape[1]
         top_k = space.get("distill.top_k")

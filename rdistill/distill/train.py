@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from rdistill.artifacts import MANIFEST_NAME, ArtifactLayout, atomic_write_bytes, atomic_write_json, build_manifest
@@ -28,6 +27,7 @@ from rdistill.config import Config, config_to_dict
 from rdistill.errors import ConfigError
 from rdistill.data.dataset import SplitTensors, load_dataset_info, load_split, sequence_windows
 from rdistill.evaluate import evaluate_model
+from rdistill.distill.terms import HIDDEN, TEACHER_CHECKPOINT, DistillBatch, DistillTerm, active_terms
 from rdistill.models import SequentialRecommender, build_student, save_student
 from rdistill.seeding import seed_everything  # noqa: F401  (also imported from here by older callers)
 
@@ -52,6 +52,8 @@ class TrainState:
     history: list[dict[str, Any]]
     epoch_seconds: list[float]
     rng: dict[str, Any]
+    # trainable parameters of distillation terms that are not part of the student, by term (absent before v0.2)
+    terms: dict[str, dict[str, torch.Tensor]] = dataclasses.field(default_factory=dict)
 
     def save(self, path: Path) -> None:
         buffer = io.BytesIO()
@@ -119,90 +121,156 @@ def train_student(
     `resume` (a TrainState an earlier run's callback saved) continues that run after its last epoch: a Ray Tune
     trial restored after an interruption."""
     started = time.time()
-    train_cfg, eval_cfg = config.train, config.eval
-    if train_cfg.num_threads:
-        torch.set_num_threads(train_cfg.num_threads)
+    if config.train.num_threads:
+        torch.set_num_threads(config.train.num_threads)
     generator = seed_everything(config.seed)
 
     root = config.storage()
     layout = ArtifactLayout(root.local)
     root.pull(layout.dataset_dir)
+    run_dir = Path(run_dir) if run_dir is not None else layout.student_dir(default_run_name(config))
+
+    run = _set_up_run(config, layout, generator)
+    progress = _Progress.start(run, resume, config)
+    _train_epochs(run, progress, config, on_epoch_end)
+    result = _select_and_test(run, progress, config, layout, run_dir, evaluate_test)
+    _write_run(run.model, result, progress.history, config, layout, started)
+    if root.relative(run_dir) is not None:  # not a run written elsewhere (a Tune trial's own folder)
+        root.push(run_dir)
+    return result
+
+
+@dataclass
+class _Run:
+    """Everything one training run works with, built once before the first epoch."""
+
+    model: SequentialRecommender
+    loss_fn: DistillationObjective
+    optimizer: torch.optim.Optimizer
+    parameters: list[torch.nn.Parameter]  # the student's and its distillation terms': optimised and clipped
+    train: SplitTensors
+    valid: SplitTensors
+    info: Any  # DatasetInfo
+    generator: torch.Generator
+
+
+def _set_up_run(config: Config, layout: ArtifactLayout, generator: torch.Generator) -> _Run:
+    """The student, its training loss (with the enabled distillation terms), the optimizer and the splits."""
+    train_cfg = config.train
     info = load_dataset_info(layout.dataset_dir)
     train = load_split(layout.dataset_dir, "train", info.max_len)
     valid = load_split(layout.dataset_dir, "valid", info.max_len)
-    run_dir = Path(run_dir) if run_dir is not None else layout.student_dir(default_run_name(config))
-
     model = _build_model(config, layout, info)
     objective = resolve_objective(train_cfg.objective, model)
     signals = load_train_signals(config, train, info) if config.distill.uses_teacher() else None
     loss_fn = DistillationObjective(model, objective, config.distill, signals, generator, train_cfg.loss)
     if objective == "all_positions":
         train = sequence_windows(train)
-    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    parameters = trainable_parameters(model, loss_fn)
+    optimizer = torch.optim.Adam(parameters, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    terms = ", distilled (" + ", ".join(loss_fn.terms) + ")" if signals is not None else ""
     log.info("training %s (%d parameters, %s objective%s) on %d rows, %d items", model.name, model.num_parameters(),
-             objective, ", distilled" if signals is not None else "", len(train), info.n_items)
+             objective, terms, len(train), info.n_items)
+    return _Run(model, loss_fn, optimizer, parameters, train, valid, info, generator)
 
-    best_metric, best_epoch, best_state, best_valid = float("-inf"), 0, None, {}
-    history: list[dict[str, Any]] = []
-    epoch_seconds: list[float] = []
-    first_epoch = 1
-    if resume is not None:
-        model.load_state_dict(resume.model)
-        optimizer.load_state_dict(resume.optimizer)
-        _set_rng_state(resume.rng, generator)
-        best_metric, best_epoch, best_valid = resume.best_metric, resume.best_epoch, resume.best_valid
-        best_state = resume.best_model if resume.best_model is not None else resume.model  # loaded by copy above
-        history, epoch_seconds = resume.history, resume.epoch_seconds
+
+def trainable_parameters(model: SequentialRecommender, loss_fn: DistillationObjective) -> list[torch.nn.Parameter]:
+    """The student's parameters, then those of its distillation terms that are not already part of it (the
+    embedding term's offset hangs on the student; a term's own module may not)."""
+    parameters = list(model.parameters())
+    seen = {id(parameter) for parameter in parameters}
+    for module in loss_fn.trainable_modules().values():
+        parameters += [parameter for parameter in module.parameters() if id(parameter) not in seen]
+    return parameters
+
+
+@dataclass
+class _Progress:
+    """Where training stands: the best epoch so far (for early stopping and the final weights) and the history."""
+
+    best_metric: float = float("-inf")
+    best_epoch: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    best_valid: dict[str, float] = dataclasses.field(default_factory=dict)
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    epoch_seconds: list[float] = dataclasses.field(default_factory=list)
+    first_epoch: int = 1
+
+    @classmethod
+    def start(cls, run: _Run, resume: TrainState | None, config: Config) -> _Progress:
+        """A fresh start, or the state of `resume` restored into the run (weights, optimizer, random state)."""
+        if resume is None:
+            return cls()
+        run.model.load_state_dict(resume.model)
+        run.loss_fn.load_term_state(resume.terms)
+        run.optimizer.load_state_dict(resume.optimizer)
+        _set_rng_state(resume.rng, run.generator)
         # a run whose patience ran out at its last epoch had ended: nothing is left to train
-        first_epoch = resume.epoch + 1 if resume.epoch - best_epoch < train_cfg.patience else train_cfg.epochs + 1
-        log.info("resuming after epoch %d (best so far: epoch %d, %s %.4f)", resume.epoch, best_epoch,
-                 eval_cfg.select_metric, best_metric)
+        ended = resume.epoch - resume.best_epoch >= config.train.patience
+        progress = cls(resume.best_metric, resume.best_epoch,
+                       resume.best_model if resume.best_model is not None else resume.model,  # loaded by copy above
+                       resume.best_valid, resume.history, resume.epoch_seconds,
+                       config.train.epochs + 1 if ended else resume.epoch + 1)
+        log.info("resuming after epoch %d (best so far: epoch %d, %s %.4f)", resume.epoch, progress.best_epoch,
+                 config.eval.select_metric, progress.best_metric)
+        return progress
 
-    def snapshot(epoch: int) -> Callable[[], TrainState]:
-        return lambda: TrainState(epoch, copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()),
-                                  best_metric, best_epoch, dict(best_valid),
-                                  None if best_epoch == epoch else copy.deepcopy(best_state),
-                                  copy.deepcopy(history), list(epoch_seconds), _rng_state(generator))
+    def record(self, epoch: int, metric: float, valid_metrics: dict[str, float], model: SequentialRecommender) -> bool:
+        """Keep the epoch if it is the best so far; True when it is."""
+        if not metric > self.best_metric:  # NaN never improves
+            return False
+        self.best_metric, self.best_epoch, self.best_valid = metric, epoch, valid_metrics
+        self.best_state = copy.deepcopy(model.state_dict())
+        return True
 
-    for epoch in range(first_epoch, train_cfg.epochs + 1):
+    def snapshot(self, run: _Run, epoch: int) -> Callable[[], TrainState]:
+        return lambda: TrainState(epoch, copy.deepcopy(run.model.state_dict()),
+                                  copy.deepcopy(run.optimizer.state_dict()), self.best_metric, self.best_epoch,
+                                  dict(self.best_valid),
+                                  None if self.best_epoch == epoch else copy.deepcopy(self.best_state),
+                                  copy.deepcopy(self.history), list(self.epoch_seconds), _rng_state(run.generator),
+                                  run.loss_fn.term_state())
+
+
+def _train_epochs(run: _Run, progress: _Progress, config: Config, on_epoch_end: EpochCallback | None) -> None:
+    """Train and validate epoch by epoch until train.epochs, patience or the callback ends it."""
+    train_cfg, eval_cfg = config.train, config.eval
+    for epoch in range(progress.first_epoch, train_cfg.epochs + 1):
         epoch_start = time.time()
-        losses = _train_one_epoch(model, loss_fn, optimizer, train, train_cfg.batch_size, train_cfg.grad_clip,
-                                  generator, progress=train_cfg.progress, description=f"epoch {epoch}")
-        train_loss = losses["train_loss"]
-        epoch_seconds.append(time.time() - epoch_start)
-        valid_metrics = evaluate_model(model, valid, eval_cfg.ks, train_cfg.eval_batch_size, eval_cfg.exclude_history)
-        history.append({"epoch": epoch, **losses, "seconds": epoch_seconds[-1], **valid_metrics})
+        losses = _train_one_epoch(run, train_cfg.batch_size, train_cfg.grad_clip, progress=train_cfg.progress,
+                                  description=f"epoch {epoch}")
+        progress.epoch_seconds.append(time.time() - epoch_start)
+        valid_metrics = evaluate_model(run.model, run.valid, eval_cfg.ks, train_cfg.eval_batch_size,
+                                       eval_cfg.exclude_history)
+        progress.history.append({"epoch": epoch, **losses, "seconds": progress.epoch_seconds[-1], **valid_metrics})
         metric = valid_metrics[eval_cfg.select_metric]
-        improved = metric > best_metric
-        if improved:
-            best_metric, best_epoch, best_valid = metric, epoch, valid_metrics
-            best_state = copy.deepcopy(model.state_dict())
-        log.info("epoch %d: loss %.4f, valid %s %.4f%s", epoch, train_loss, eval_cfg.select_metric, metric,
+        improved = progress.record(epoch, metric, valid_metrics, run.model)
+        log.info("epoch %d: loss %.4f, valid %s %.4f%s", epoch, losses["train_loss"], eval_cfg.select_metric, metric,
                  " (best)" if improved else "")
-        stop_requested = on_epoch_end(EpochReport(epoch, {**losses, **valid_metrics}, improved, model,
-                                                  snapshot(epoch))) if on_epoch_end else False
-        if stop_requested or epoch - best_epoch >= train_cfg.patience:
+        stop_requested = on_epoch_end(EpochReport(epoch, {**losses, **valid_metrics}, improved, run.model,
+                                                  progress.snapshot(run, epoch))) if on_epoch_end else False
+        if stop_requested or epoch - progress.best_epoch >= train_cfg.patience:
             break
 
-    model.load_state_dict(best_state)
-    test_metrics = None
-    if evaluate_test:  # the one and only look at the test split, with the weights selected on validation
-        test = load_split(layout.dataset_dir, "test", info.max_len)
-        test_metrics = evaluate_model(model, test, eval_cfg.ks, train_cfg.eval_batch_size, eval_cfg.exclude_history)
 
-    result = TrainResult(
+def _select_and_test(run: _Run, progress: _Progress, config: Config, layout: ArtifactLayout, run_dir: Path,
+                     evaluate_test: bool) -> TrainResult:
+    """Restore the best epoch's weights and, when asked, evaluate the test split: its one and only look."""
+    run.model.load_state_dict(progress.best_state)
+    test_metrics = None
+    if evaluate_test:
+        test = load_split(layout.dataset_dir, "test", run.info.max_len)
+        test_metrics = evaluate_model(run.model, test, config.eval.ks, config.train.eval_batch_size,
+                                      config.eval.exclude_history)
+    return TrainResult(
         run_dir=run_dir,
-        best_epoch=best_epoch,
-        valid=best_valid,
+        best_epoch=progress.best_epoch,
+        valid=progress.best_valid,
         test=test_metrics,
-        epochs_run=len(history),
-        seconds_per_epoch=float(np.mean(epoch_seconds)),
-        num_parameters=model.num_parameters(),
+        epochs_run=len(progress.history),
+        seconds_per_epoch=float(np.mean(progress.epoch_seconds)),
+        num_parameters=run.model.num_parameters(),
     )
-    _write_run(model, result, history, config, layout, started)
-    if root.relative(run_dir) is not None:  # not a run written elsewhere (a Tune trial's own folder)
-        root.push(run_dir)
-    return result
 
 
 def _build_model(config: Config, layout: ArtifactLayout, info) -> SequentialRecommender:
@@ -230,22 +298,22 @@ def resolve_objective(objective: str, model: SequentialRecommender) -> str:
     return objective
 
 
-def _train_one_epoch(model: SequentialRecommender, loss_fn: DistillationObjective, optimizer: torch.optim.Optimizer,
-                     train: SplitTensors, batch_size: int, grad_clip: float | None, generator: torch.Generator,
-                     progress: bool, description: str) -> dict[str, float]:
+def _train_one_epoch(run: _Run, batch_size: int, grad_clip: float | None, progress: bool,
+                     description: str) -> dict[str, float]:
     """One pass over the training rows; returns the row-weighted mean of the loss and of each of its parts."""
-    model.train()
+    run.model.train()
     totals: dict[str, float] = {}
     total_rows = 0
-    batches = train.batch_indices(batch_size, shuffle=True, generator=generator, group_by_length=True)
+    train = run.train
+    batches = train.batch_indices(batch_size, shuffle=True, generator=run.generator, group_by_length=True)
     bar = tqdm(batches, total=-(-len(train) // batch_size), desc=description, disable=not progress, leave=False)
     for index in bar:
-        loss, parts = loss_fn(train.history[index], train.target[index], train.row_id[index])
-        optimizer.zero_grad(set_to_none=True)
+        loss, parts = run.loss_fn(train.history[index], train.target[index], train.row_id[index])
+        run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
+            torch.nn.utils.clip_grad_norm_(run.parameters, grad_clip)
+        run.optimizer.step()
         rows = len(index)
         for name, value in {"train_loss": loss.item(), **parts}.items():
             totals[name] = totals.get(name, 0.0) + value * rows
@@ -259,12 +327,14 @@ def _train_one_epoch(model: SequentialRecommender, loss_fn: DistillationObjectiv
 
 @dataclass
 class TrainSignals:
-    """The teacher's signals for the train split, indexed by train row_id."""
+    """The teacher's signals for the train split, indexed by train row_id: everything a term may need."""
 
-    topk_items: torch.Tensor  # [R, K] long
-    topk_scores: torch.Tensor  # [R, K] float
-    item_emb: np.ndarray  # [N + 1, d_teacher]
-    hidden: dict[int, torch.Tensor]  # layer -> [R, width]
+    topk_items: torch.Tensor  # [R, K] long: the teacher's top-K items, best first (K = distill.top_k)
+    topk_scores: torch.Tensor  # [R, K] float: its logits of them
+    user_emb: torch.Tensor  # [R, d_teacher] float: its user vector of each row
+    item_emb: np.ndarray  # [N + 1, d_teacher]: its item table (row 0 padding)
+    hidden: dict[int, torch.Tensor]  # layer -> [R, width]: loaded only when an enabled term needs them
+    teacher_checkpoint: Path | None = None  # teacher/checkpoint/, pulled only when an enabled term needs it
 
 
 def load_train_signals(config: Config, train: SplitTensors, info) -> TrainSignals:
@@ -287,8 +357,8 @@ def load_train_signals(config: Config, train: SplitTensors, info) -> TrainSignal
     if counts["rows"].get("train") != len(train):
         raise ArtifactError(f"{signals_dir} has teacher signals for {counts['rows'].get('train')} train rows but the "
                             f"dataset has {len(train)}: rerun `rdistill teacher infer`")
-    distill = config.distill
-    signals = load_signals(signals_dir, "train", hidden=distill.feature_weight > 0)
+    needs = {signal for term in active_terms(config.distill).values() for signal in term.needs}
+    signals = load_signals(signals_dir, "train", hidden=HIDDEN in needs)
     if not torch.equal(train.row_id, torch.arange(len(train))):
         raise ArtifactError("train.parquet row_id must number the rows 0..R-1 in order (as `rdistill prepare` "
                             "writes them); teacher signals are looked up by row_id")
@@ -296,19 +366,37 @@ def load_train_signals(config: Config, train: SplitTensors, info) -> TrainSignal
     if signals.item_emb.shape[0] != info.n_items + 1:
         raise ArtifactError(f"{signals_dir / 'item_emb.parquet'} has {signals.item_emb.shape[0] - 1} items, "
                             f"expected {info.n_items}")
-    available = signals.topk_items.shape[1]
-    top_k = distill.top_k or available
+    top_k = _checked_top_k(config.distill.top_k, signals.topk_items.shape[1], signals_dir)
+    return TrainSignals(topk_items=torch.from_numpy(signals.topk_items[:, :top_k]),
+                        topk_scores=torch.from_numpy(signals.topk_scores[:, :top_k]),
+                        user_emb=torch.from_numpy(signals.user_emb),
+                        item_emb=signals.item_emb,
+                        hidden={layer: torch.from_numpy(states) for layer, states in signals.hidden.items()},
+                        teacher_checkpoint=_teacher_checkpoint(config) if TEACHER_CHECKPOINT in needs else None)
+
+
+def _checked_top_k(top_k: int | None, available: int, signals_dir: Path) -> int:
+    top_k = top_k or available
     if top_k > available:
         raise ConfigError(f"distill.top_k={top_k} but {signals_dir} holds only the teacher's top {available} "
                           f"(infer.top_k): lower distill.top_k or rerun `rdistill teacher infer infer.top_k={top_k}`")
-    return TrainSignals(topk_items=torch.from_numpy(signals.topk_items[:, :top_k]),
-                        topk_scores=torch.from_numpy(signals.topk_scores[:, :top_k]),
-                        item_emb=signals.item_emb,
-                        hidden={layer: torch.from_numpy(states) for layer, states in signals.hidden.items()})
+    return top_k
+
+
+def _teacher_checkpoint(config: Config) -> Path:
+    from rdistill.errors import ArtifactError
+
+    checkpoint = ArtifactLayout(config.storage().local).teacher_checkpoint_dir
+    config.storage().pull(checkpoint)  # a term that reads the teacher itself (TEACHER_CHECKPOINT)
+    if not checkpoint.is_dir():
+        raise ArtifactError(f"{checkpoint} is missing: an enabled distill term needs the trained teacher; run "
+                            "`rdistill teacher train` first")
+    return checkpoint
 
 
 class DistillationObjective:
-    """The training loss of one batch: cross-entropy, plus the distillation terms that distill.* switches on.
+    """The training loss of one batch: the recommendation loss, plus every registered distillation term that
+    distill.<term>.weight switches on (rdistill/distill/terms.py), in registration order.
 
     For a causal student trained on all positions, position j of train row r is the prefix that train row
     r - steps_back(j) ends with (a user's prefix rows are consecutive), so every position is distilled towards
@@ -316,43 +404,60 @@ class DistillationObjective:
 
     def __init__(self, model: SequentialRecommender, objective: str, distill, signals: TrainSignals | None,
                  generator: torch.Generator, recommendation: str = "softmax"):
-        from rdistill.distill.losses import ItemEmbeddingOffset, teacher_initialised_table
+        from rdistill.distill.losses import teacher_initialised_table
 
         self.model, self.objective, self.distill, self.signals = model, objective, distill, signals
         self.generator, self.recommendation = generator, recommendation
-        self.uses_blocks = distill.feature_weight > 0 or distill.block_ce_weight > 0
-        if signals is None:
-            return
-        if self.uses_blocks:
-            if not hasattr(model, "aligned_layers"):
-                raise ConfigError(f"distill.feature_weight / distill.block_ce_weight need the slm student, not "
-                                  f"{model.name}")
-            needed = sorted({teacher for _, teacher in model.aligned_layers()})
-            if distill.feature_weight > 0 and not set(needed) <= set(signals.hidden):
-                raise ConfigError(f"the slm student aligns to teacher layers {needed} but the signals hold hidden "
-                                  f"states for {sorted(signals.hidden)}: rerun `rdistill teacher infer "
-                                  f"infer.hidden_layers={needed}`")
-        if distill.init_item_embeddings == "teacher":
-            with torch.no_grad():
-                std = float(model.item_embedding.weight[1:].std())
-                model.item_embedding.weight.copy_(teacher_initialised_table(
-                    signals.item_emb, model.item_embedding.weight.shape[1], std))
-        if distill.embed_weight > 0:
-            model.item_offset = ItemEmbeddingOffset(torch.from_numpy(signals.item_emb),
-                                                    model.item_embedding.weight.shape[1], distill.embed_weight)
+        self.terms: dict[str, DistillTerm] = {}
+        if signals is not None:
+            if distill.init_item_embeddings == "teacher":
+                with torch.no_grad():
+                    std = float(model.item_embedding.weight[1:].std())
+                    model.item_embedding.weight.copy_(teacher_initialised_table(
+                        signals.item_emb, model.item_embedding.weight.shape[1], std))
+            blocks = distill.term_configs()
+            self.terms = {name: term(blocks[name], model, signals) for name, term in active_terms(distill).items()}
+        self.loss_terms = {name: term for name, term in self.terms.items() if term.adds_loss}
+        self.uses_blocks = any(term.student_blocks for term in self.loss_terms.values())
+
+    def trainable_modules(self) -> dict[str, torch.nn.Module]:
+        """The enabled terms' trainable parameters, by term: the optimizer trains them with the student."""
+        modules = {name: term.trainable() for name, term in self.terms.items()}
+        return {name: module for name, module in modules.items() if module is not None}
+
+    def term_state(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The weights of the terms' modules that are not part of the student (a resumable state needs them)."""
+        inside = {id(module) for module in self.model.modules()}
+        return {name: copy.deepcopy(module.state_dict()) for name, module in self.trainable_modules().items()
+                if id(module) not in inside}
+
+    def load_term_state(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+        modules = self.trainable_modules()
+        for name, weights in state.items():
+            modules[name].load_state_dict(weights)
 
     def __call__(self, history: torch.Tensor, target: torch.Tensor, row_id: torch.Tensor
                  ) -> tuple[torch.Tensor, dict[str, float]]:
-        from rdistill.distill.losses import (feature_loss, kd_loss, rank_loss, ranking_weights, recommendation_loss,
-                                             sample_negatives)
+        from rdistill.distill.losses import recommendation_loss
 
-        model, distill = self.model, self.distill
-        blocks: list[torch.Tensor] = []
-        if self.recommendation == "softmax" and (self.signals is None
-                                                 or not (distill.uses_candidates() or self.uses_blocks)):
+        model = self.model
+        if self.recommendation == "softmax" and not self.loss_terms:  # the student's own (possibly fused) loss
             loss_fn = model.all_positions_loss if self.objective == "all_positions" else model.loss
             loss = loss_fn(history, target)
             return loss, ({"loss_ce": loss.item()} if self.signals is not None else {})
+        batch = self._student_outputs(history, target, row_id)
+        ce = recommendation_loss(batch.logits, batch.targets, self.recommendation, self.generator)
+        loss, parts = ce, {"loss_ce" if self.recommendation == "softmax" else "loss_bce": ce.item()}
+        for name, term in self.loss_terms.items():
+            value = term.loss(batch)
+            if value is not None:
+                loss = loss + term.weighted(value)
+                parts[f"loss_{name}"] = value.item()
+        return loss, parts
+
+    def _student_outputs(self, history: torch.Tensor, target: torch.Tensor, row_id: torch.Tensor) -> DistillBatch:
+        """The student's logits at each supervised position, and the train row whose signals each one gets."""
+        model, blocks = self.model, []
         if self.objective == "all_positions":
             logits, targets, steps_back = model.position_logits(history, target)
             real_per_row = (history != 0).sum(dim=1)
@@ -362,39 +467,8 @@ class DistillationObjective:
             logits, targets, signal_rows = model.catalogue_logits(user), target, row_id
         else:
             logits, targets, signal_rows = model.scores(history), target, row_id
-        ce = recommendation_loss(logits, targets, self.recommendation, self.generator)
-        loss, parts = ce, {"loss_ce" if self.recommendation == "softmax" else "loss_bce": ce.item()}
-        if distill.uses_candidates():
-            candidates = self.signals.topk_items[signal_rows]
-            teacher_scores = self.signals.topk_scores[signal_rows]
-            candidate_logits = logits.gather(1, candidates)
-        if distill.kd_weight > 0:
-            kd = kd_loss(candidate_logits, teacher_scores, distill.temperature)
-            loss = loss + distill.kd_weight * kd
-            parts["loss_kd"] = kd.item()
-        if distill.rank_weight > 0:
-            k = candidates.shape[1]
-            with torch.no_grad():
-                student_top = torch.zeros_like(logits, dtype=torch.bool)
-                student_top.scatter_(1, logits.topk(k, dim=1).indices, True)
-                weights = ranking_weights(teacher_scores, student_top.gather(1, candidates), distill.position_lambda,
-                                          distill.gamma_position, distill.gamma_confidence,
-                                          distill.gamma_consistency)
-            negatives = sample_negatives(tuple(candidates.shape), model.n_items, self.generator)
-            rank = rank_loss(candidate_logits, logits.gather(1, negatives), weights)
-            loss = loss + distill.rank_weight * rank
-            parts["loss_rank"] = rank.item()
-        if distill.feature_weight > 0:
-            feature = sum(feature_loss(state, self.signals.hidden[teacher_layer][signal_rows], distill.feature_weight,
-                                       distill.feature_l2_weight)
-                          for state, (_, teacher_layer) in zip(blocks, model.aligned_layers()))
-            loss = loss + feature
-            parts["loss_feature"] = feature.item()
-        if distill.block_ce_weight > 0 and len(blocks) > 1:
-            block_ce = sum(F.cross_entropy(model.block_logits(state), targets) for state in blocks[:-1])
-            loss = loss + distill.block_ce_weight * block_ce
-            parts["loss_block_ce"] = block_ce.item()
-        return loss, parts
+        return DistillBatch(history, target, model, logits, targets, signal_rows, self.signals, self.generator,
+                            blocks=blocks)
 
 
 def _write_run(model: SequentialRecommender, result: TrainResult, history: list[dict[str, Any]], config: Config,
