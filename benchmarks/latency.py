@@ -22,7 +22,6 @@ import os
 import platform
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -44,35 +43,11 @@ def log(message: str) -> None:
     print(f"[latency {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def onnx_scorer(model, folder: Path, scratch: Path):
-    """The model's OnnxScorer: from the export's graph when it has one, else from a fresh export into scratch."""
-    from rdistill.onnx_scoring import ONNX_FILE, OnnxScorer, export_onnx
+def time_both(model, folder: Path | None, history: list[int], repeats: int, budget_s: float) -> dict[str, float]:
+    from rdistill.tradeoff import history_latency_ms
 
-    path = folder / ONNX_FILE if folder is not None else None
-    if path is None or not path.is_file():
-        path = scratch / f"{id(model)}-{ONNX_FILE}"
-        export_onnx(model, path)
-    return OnnxScorer(model, path)
-
-
-def time_both(model, folder: Path | None, history: list[int], scratch: Path, repeats: int, budget_s: float
-              ) -> dict[str, float]:
-    from rdistill.tradeoff import scoring_latency_ms
-
-    return {"torch_ms": scoring_latency_ms(model, history, repeats=repeats, budget_s=budget_s),
-            "onnx_ms": scoring_latency_ms(onnx_scorer(model, folder, scratch), history, repeats=repeats,
-                                          budget_s=budget_s)}
-
-
-def load_model(folder: Path):
-    """(model, name) from an exported folder or a saved student."""
-    from rdistill.export import ITEMS_FILE, load_exported
-    from rdistill.models import load_student
-
-    if (folder / ITEMS_FILE).is_file():
-        exported = load_exported(folder)
-        return exported.model, f"{exported.name} ({folder.name})"
-    return load_student(folder), folder.name
+    return {f"{runtime}_ms": history_latency_ms(model, history, runtime, folder, repeats, budget_s)[0]
+            for runtime in ("torch", "onnx")}
 
 
 def measure(dataset_dir: Path, model_dirs: list[Path], skip_teacher: bool = False, repeats: int = 300
@@ -83,39 +58,39 @@ def measure(dataset_dir: Path, model_dirs: list[Path], skip_teacher: bool = Fals
 
     from rdistill.config import TeacherParams
     from rdistill.models.lm_teacher import build_teacher, resolve_backbone_path
-    from rdistill.tradeoff import sample_history, scoring_latency_ms
+    from rdistill.tradeoff import scoring_latency_ms, time_saved_model
 
     result: dict = {"threads": 1, "students": []}
-    with tempfile.TemporaryDirectory(prefix="rdistill-latency-") as scratch_name:
-        scratch = Path(scratch_name)
-        history = None
-        for folder in model_dirs:
-            model, name = load_model(folder)
-            if history is None:
-                history = sample_history(dataset_dir / "test.parquet", model.n_items, model.max_len)
-                result["history_length"] = len(history)
-            log(f"student {name}")
-            result["students"].append({"name": name, "model": model.name, "parameters": model.num_parameters(),
-                                       **time_both(model, folder, history, scratch, repeats, 60.0)})
-        if skip_teacher:
-            return result
-        # Item text vectors only fill a frozen buffer: random ones of the right width time the same as encoded
-        # ones (and skip encoding the whole catalogue); they are not parameters, so the count is unaffected too.
-        params = TeacherParams()  # the default: all-MiniLM-L6-v2, items mode
-        width = AutoConfig.from_pretrained(str(resolve_backbone_path(params.model)),
-                                           local_files_only=True).hidden_size
-        items = pq.read_table(dataset_dir / "items.parquet")
-        vectors = torch.randn(items.num_rows + 1, width)
-        log("teacher, items mode")
-        teacher, _ = build_teacher(params, items, model.max_len, item_text_vectors=vectors)
-        result["teacher"] = {"model": params.model, "mode": params.mode, "parameters": teacher.num_parameters(),
-                             **time_both(teacher, None, history, scratch, 30, 120.0)}
-        log("teacher, text mode (torch)")
-        text_params = TeacherParams(mode="text")
-        text_teacher, _ = build_teacher(text_params, items, model.max_len, item_text_vectors=vectors)
-        result["teacher_text_mode"] = {
-            "parameters": text_teacher.num_parameters(), "prompt_max_tokens": text_params.prompt_max_tokens,
-            "torch_ms": scoring_latency_ms(text_teacher, history, repeats=10, budget_s=120.0)}
+    history = None
+    for folder in model_dirs:  # loaded from the folder and timed the way rdistill report does
+        log(f"student {folder.name}")
+        timed = time_saved_model(folder, history, dataset_dir / "test.parquet", ("torch", "onnx"), repeats, 60.0)
+        if history is None:
+            history = timed.history
+            result["history_length"] = len(history)
+        model = timed.saved.model
+        name = f"{timed.saved.name} ({folder.name})" if timed.saved.kind == "export" else folder.name
+        result["students"].append({"name": name, "model": model.name, "parameters": model.num_parameters(),
+                                   "torch_ms": timed.ms["torch"], "onnx_ms": timed.ms["onnx"]})
+    if skip_teacher:
+        return result
+    # Item text vectors only fill a frozen buffer: random ones of the right width time the same as encoded
+    # ones (and skip encoding the whole catalogue); they are not parameters, so the count is unaffected too.
+    params = TeacherParams()  # the default: all-MiniLM-L6-v2, items mode
+    width = AutoConfig.from_pretrained(str(resolve_backbone_path(params.model)),
+                                       local_files_only=True).hidden_size
+    items = pq.read_table(dataset_dir / "items.parquet")
+    vectors = torch.randn(items.num_rows + 1, width)
+    log("teacher, items mode")
+    teacher, _ = build_teacher(params, items, model.max_len, item_text_vectors=vectors)
+    result["teacher"] = {"model": params.model, "mode": params.mode, "parameters": teacher.num_parameters(),
+                         **time_both(teacher, None, history, 30, 120.0)}
+    log("teacher, text mode (torch)")
+    text_params = TeacherParams(mode="text")
+    text_teacher, _ = build_teacher(text_params, items, model.max_len, item_text_vectors=vectors)
+    result["teacher_text_mode"] = {
+        "parameters": text_teacher.num_parameters(), "prompt_max_tokens": text_params.prompt_max_tokens,
+        "torch_ms": scoring_latency_ms(text_teacher, history, repeats=10, budget_s=120.0)}
     teacher = result["teacher"]
     for student in result["students"]:
         student["over_teacher"] = {
