@@ -297,3 +297,66 @@ def test_job_config_validates(path):
     assert config.eval.select_metric in {f"{m}_at_{k}" for m in ("hr", "ndcg", "mrr") for k in config.eval.ks}
     assert config.data.min_user_interactions >= 3
     assert config.artifact_root
+
+
+# ------------------------------------------------------------------------------------- distill.* term blocks
+
+
+def test_distill_is_one_block_per_registered_term():
+    config = load_config(None, ["distill.kd.weight=0.5", "distill.kd.temperature=2", "distill.top_k=3"])
+    distill = config_to_dict(config)["distill"]
+    assert distill["kd"] == {"weight": 0.5, "temperature": 2.0}
+    assert distill["rank"]["weight"] == 0 and distill["embed"] == {"weight": 0.0} and distill["top_k"] == 3
+    assert config.distill.uses_teacher() and not load_config(None, []).distill.uses_teacher()
+    assert load_config(None, ["distill.init_item_embeddings=teacher"]).distill.uses_teacher()
+
+
+@pytest.mark.parametrize("old, new, value", [
+    ("kd_weight", "kd.weight", 0.7), ("temperature", "kd.temperature", 3.0), ("rank_weight", "rank.weight", 1.0),
+    ("position_lambda", "rank.position_lambda", 5.0), ("gamma_position", "rank.gamma_position", 0.1),
+    ("gamma_confidence", "rank.gamma_confidence", 0.3), ("gamma_consistency", "rank.gamma_consistency", 0.6),
+    ("embed_weight", "embed.weight", 0.3), ("feature_weight", "feature.weight", 2.0),
+    ("feature_l2_weight", "feature.l2_weight", 0.5), ("block_ce_weight", "block_ce.weight", 0.4)])
+def test_old_flat_distill_keys_map_to_the_new_ones_with_a_warning(caplog, old, new, value):
+    with caplog.at_level("WARNING", logger="rdistill.config"):
+        config = load_config(None, [f"distill.{old}={value}"])
+    assert f"distill.{old} is deprecated: use distill.{new}" in caplog.text
+    term, key = new.split(".")
+    assert getattr(getattr(config.distill, term), key) == value
+    assert old not in config_to_dict(config)["distill"]  # saved configs carry the new keys only
+
+
+def test_old_keys_in_a_yaml_file_and_over_a_whole_block(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("distill:\n  kd_weight: 1.0\n  temperature: 2.0\n  top_k: 20\n")
+    assert load_config(path).distill.kd.model_dump() == {"weight": 1.0, "temperature": 2.0}
+    # a tune trial sets an old key over a dumped config, whose blocks hold every key: the old key wins
+    raw = config_to_dict(load_config(None, []))
+    raw["distill"]["rank_weight"] = 0.9
+    assert Config.model_validate(raw).distill.rank.weight == 0.9
+
+
+def test_unknown_and_invalid_distill_keys_are_named():
+    _config_error(["distill.kd_wieght=1"], "distill.kd_wieght: unknown key")
+    _config_error(["distill.kd.tempreature=1"], "distill.kd.tempreature: unknown key")
+    _config_error(["distill.kd.temperature=0"], "distill.kd.temperature:", "greater than 0")
+    _config_error(["distill.temperature=0"], "distill.kd.temperature:", "greater than 0")
+    _config_error(["distill.rank.weight=1", "distill.rank.gamma_position=0", "distill.rank.gamma_confidence=0",
+                   "distill.rank.gamma_consistency=0"], "distill.rank:", "needs at least one of gamma")
+
+
+def test_tune_space_with_old_distill_keys_still_validates():
+    from rdistill.config import canonical_key, default_search_space
+
+    config = load_config(None, ["tune.space={distill.kd_weight: {type: uniform, low: 0.1, high: 1.0}, "
+                                "distill.gamma_position: {type: uniform, low: 0.0, high: 1.0}}"])
+    assert set(config.tune.search_space()) == {"distill.kd_weight", "distill.gamma_position"}  # kept as written
+    assert canonical_key("distill.gamma_position") == "distill.rank.gamma_position"
+    assert canonical_key("train.lr") == "train.lr" and canonical_key("distill.top_k") == "distill.top_k"
+    _config_error(["tune.space={distill.kd_weight: {type: uniform, low: 0.1, high: 1.0}, "
+                   "distill.kd.weight: {type: uniform, low: 0.1, high: 1.0}}"], "set the same value")
+    _config_error(["tune.space={distill.kd.temprature: {type: uniform, low: 0.1, high: 1.0}}"],
+                  "tune.space.distill.kd.temprature", "unknown key")
+    # the default space speaks the new keys only
+    assert all(canonical_key(key) == key for key in default_search_space())
+    assert "distill.kd.weight" in default_search_space()

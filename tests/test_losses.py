@@ -194,7 +194,7 @@ def shifted_teacher(tiny_root, tmp_path):
 
 
 def test_every_position_maps_to_the_train_row_that_ends_there(shifted_teacher, tiny_root):
-    config = tiny_config(tiny_root, f"artifact_root={shifted_teacher}", "distill.kd_weight=1")
+    config = tiny_config(tiny_root, f"artifact_root={shifted_teacher}", "distill.kd.weight=1")
     info = load_dataset_info(shifted_teacher / "dataset")
     train = load_split(shifted_teacher / "dataset", "train", info.max_len)
     model = build_student("sasrec", info.n_items, info.max_len, {"hidden_size": 8})
@@ -212,8 +212,8 @@ def test_every_position_maps_to_the_train_row_that_ends_there(shifted_teacher, t
 
 
 @pytest.mark.parametrize("student, term, protocol", [
-    ("sasrec", "kd_weight", ()), ("sasrec", "rank_weight", ()), ("caser", "kd_weight", ()),
-    ("caser", "rank_weight", ()), ("sasrec", "rank_weight", ("train.loss=bce", "train.objective=last_position"))],
+    ("sasrec", "kd", ()), ("sasrec", "rank", ()), ("caser", "kd", ()),
+    ("caser", "rank", ()), ("sasrec", "rank", ("train.loss=bce", "train.objective=last_position"))],
     ids=["sasrec-kd", "sasrec-rank", "caser-kd", "caser-rank", "sasrec-rank-dllm2rec_protocol"])
 def test_distillation_moves_the_student_towards_the_teacher(shifted_teacher, tiny_root, student, term, protocol):
     """sasrec is distilled at every position (all_positions), caser at each row's last one; the last case trains
@@ -231,11 +231,11 @@ def test_distillation_moves_the_student_towards_the_teacher(shifted_teacher, tin
         return (scores > scores.gather(1, favourite[:, None])).sum(1).float().mean().item(), result
 
     plain, _ = rank_of_teacher_favourite("plain")
-    distilled, result = rank_of_teacher_favourite(term, f"distill.{term}=5")
+    distilled, result = rank_of_teacher_favourite(term, f"distill.{term}.weight=5")
     # the plain student ranks the teacher's favourite about as a random item (~20th of 40); distilled, near the top
     assert plain > 12 and distilled < plain / 3, (plain, distilled)
     history = json.loads((result.run_dir / "metrics.json").read_text())["history"]
-    part = {"kd_weight": "loss_kd", "rank_weight": "loss_rank"}[term]
+    part = f"loss_{term}"
     assert {"loss_bce" if protocol else "loss_ce", part} <= set(history[0])
     assert history[-1][part] < history[0][part]
 
@@ -244,11 +244,11 @@ class TestSignalsMustMatchTheDataset:
     def test_missing_signals(self, tiny_root, tmp_path):
         shutil.copytree(tiny_root / "artifacts" / "dataset", tmp_path / "dataset")
         with pytest.raises(ArtifactError, match="run `rdistill teacher infer` first"):
-            train_student(tiny_config(tiny_root, f"artifact_root={tmp_path}", "distill.kd_weight=1"))
+            train_student(tiny_config(tiny_root, f"artifact_root={tmp_path}", "distill.kd.weight=1"))
 
     def test_row_count_catalogue_and_top_k(self, shifted_teacher, tiny_root):
         def config(*overrides):
-            return tiny_config(tiny_root, f"artifact_root={shifted_teacher}", "distill.kd_weight=1", *overrides)
+            return tiny_config(tiny_root, f"artifact_root={shifted_teacher}", "distill.kd.weight=1", *overrides)
 
         with pytest.raises(ConfigError, match=r"distill.top_k=9 but .* only the teacher's top 4"):
             train_student(config("distill.top_k=9"))

@@ -55,7 +55,7 @@ def test_feature_distillation_trains_saves_and_reloads(ray_cluster, tiny_root, t
         return (1 - torch.nn.functional.cosine_similarity(blocks[0], teacher_states, dim=1)).mean().item()
 
     runs = {}
-    for name, weights in {"plain": [], "distilled": ["distill.feature_weight=5.0", "distill.kd_weight=0.5"]}.items():
+    for name, weights in {"plain": [], "distilled": ["distill.feature.weight=5.0", "distill.kd.weight=0.5"]}.items():
         run_config = tiny_config(tiny_root, f"artifact_root={tmp_path}", f"teacher.model={tiny_backbone}",
                                  f"train.run_name={name}", *student, *weights)
         runs[name] = train_student(run_config)
@@ -73,7 +73,7 @@ def test_feature_distillation_trains_saves_and_reloads(ray_cluster, tiny_root, t
 
     # hidden states of layers the signals do not hold: a clear error before training
     bad = tiny_config(tiny_root, f"artifact_root={tmp_path}", f"teacher.model={tiny_backbone}", "student.name=slm",
-                      "student.params={num_layers: 2, feature_blocks: 2}", "distill.feature_weight=1.0")
+                      "student.params={num_layers: 2, feature_blocks: 2}", "distill.feature.weight=1.0")
     (tmp_path / "signals" / "hidden.parquet").unlink()
     with pytest.raises(ConfigError, match=r"aligns to teacher layers \[1, 2\] but the signals hold hidden states "
                                           r"for \[\]"):

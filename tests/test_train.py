@@ -87,7 +87,7 @@ def test_epoch_callback_can_stop_training(tiny_root):
     assert {"train_loss", "ndcg_at_10", "hr_at_10"} <= seen[0][1]
 
 
-DISTILLED = ["distill.kd_weight=0.5", "distill.rank_weight=0.5", "distill.embed_weight=0.3", "distill.top_k=4"]
+DISTILLED = ["distill.kd.weight=0.5", "distill.rank.weight=0.5", "distill.embed.weight=0.3", "distill.top_k=4"]
 
 
 @pytest.mark.parametrize("distilled", [False, True], ids=["plain", "distilled"])
