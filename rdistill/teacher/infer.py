@@ -24,31 +24,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from rdistill.artifacts import (
-    MANIFEST_NAME,
-    ArtifactLayout,
-    atomic_dir,
-    atomic_write_json,
-    build_manifest,
-    file_sha256,
-    read_json,
-)
+from rdistill import layout
+from rdistill.artifacts import atomic_dir, atomic_write_json, build_manifest, file_sha256, read_json
 from rdistill.config import Config, InferConfig, config_to_dict
-from rdistill.data.dataset import load_dataset_info, pad_histories
+from rdistill.data.dataset import DatasetInfo, load_dataset_info, pad_histories
 from rdistill.data.schema import read_table
 from rdistill.errors import ArtifactError, ConfigError
 from rdistill.evaluate import mask_history
 from rdistill.ray_runtime import ensure_ray
-from rdistill.teacher.signals import (
-    ITEM_EMB_FILE,
-    ITEM_EMB_SCHEMA,
-    TOPK_SCHEMA,
-    hidden_column,
-    hidden_file,
-    hidden_schema,
-    list_column,
-    topk_file,
-)
+from rdistill.teacher.signals import ITEM_EMB_SCHEMA, TOPK_SCHEMA, hidden_column, hidden_schema, list_column
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +87,8 @@ class TeacherScorer:
         self.device = torch.device("cuda" if use_gpu else "cpu")
         # an actor may run on a node without the driver's files: a URI root is pulled into this node's mirror
         root = open_root(artifact_root)
-        checkpoint_dir = ArtifactLayout(root.local).teacher_checkpoint_dir
-        root.pull(checkpoint_dir)
-        self.teacher, _ = load_teacher(checkpoint_dir)
+        root.pull(layout.TEACHER_CHECKPOINT)
+        self.teacher, _ = load_teacher(layout.ArtifactLayout(root.local).teacher_checkpoint_dir)
         self.teacher.to(self.device)
         self.item_table = self.teacher.item_embeddings().detach()
         self.max_len, self.top_k, self.exclude_history = max_len, top_k, exclude_history
@@ -126,26 +109,37 @@ def check_infer_inputs(config: Config):
     from rdistill.models.lm_teacher import load_teacher
 
     root = config.storage()
-    layout = ArtifactLayout(root.local)
-    root.pull(layout.dataset_dir, layout.teacher_checkpoint_dir)
-    infer = config.infer
-    info = load_dataset_info(layout.dataset_dir)  # raises naming a missing dataset table
-    for split in infer.splits:
-        read_table(layout.dataset_dir, split)
-    checkpoint_dir = layout.teacher_checkpoint_dir
+    paths = layout.ArtifactLayout(root.local)
+    root.pull(layout.DATASET, layout.TEACHER_CHECKPOINT)
+    info = load_dataset_info(paths.dataset_dir)  # raises naming a missing dataset table
+    for split in config.infer.splits:
+        read_table(paths.dataset_dir, split)
+    checkpoint_dir = paths.teacher_checkpoint_dir
     if not checkpoint_dir.is_dir():
         raise ArtifactError(f"{checkpoint_dir} does not exist: train a teacher first (`rdistill teacher train`)")
     teacher, _ = load_teacher(checkpoint_dir)  # raises ArtifactError when the folder is not a teacher
+    _check_teacher_fits_dataset(teacher, info, paths)
+    _check_infer_settings(config.infer, teacher, info)
+    return teacher, info, checkpoint_dir
+
+
+def _check_teacher_fits_dataset(teacher, info: DatasetInfo, paths: layout.ArtifactLayout) -> None:
+    """The teacher was trained on this dataset: same catalogue size and, when its manifest says, same item table."""
+    checkpoint_dir = paths.teacher_checkpoint_dir
     if teacher.n_items != info.n_items:
         raise ArtifactError(f"the teacher in {checkpoint_dir} scores {teacher.n_items} items but "
-                            f"{layout.dataset_dir} has {info.n_items}: it was trained on another dataset; retrain it "
+                            f"{paths.dataset_dir} has {info.n_items}: it was trained on another dataset; retrain it "
                             "or point artifact_root at its dataset")
-    manifest_path = checkpoint_dir / MANIFEST_NAME
+    manifest_path = checkpoint_dir / layout.MANIFEST
     if manifest_path.is_file():
         trained_on = read_json(manifest_path).get("inputs", {}).get("items", {}).get("sha256")
-        if trained_on and trained_on != file_sha256(layout.table("items")):
+        if trained_on and trained_on != file_sha256(paths.table("items")):
             raise ArtifactError(f"the teacher in {checkpoint_dir} was trained on a different item table than "
-                                f"{layout.table('items')} (sha256 differs): retrain it on this dataset")
+                                f"{paths.table('items')} (sha256 differs): retrain it on this dataset")
+
+
+def _check_infer_settings(infer: InferConfig, teacher, info: DatasetInfo) -> None:
+    """infer.* against the teacher and the dataset: hidden layers that exist, a top-K a row can fill, GPUs."""
     n_layers = teacher.num_layers()
     too_deep = [layer for layer in infer.hidden_layers if layer > n_layers]
     if too_deep:
@@ -158,7 +152,6 @@ def check_infer_inputs(config: Config):
                                                       if infer.exclude_history else ")"))
     if infer.use_gpu and not torch.cuda.is_available() and _ray_gpus() == 0:
         raise ConfigError("infer.use_gpu=true but neither this machine nor the Ray cluster has a GPU")
-    return teacher, info, checkpoint_dir
 
 
 def _ray_gpus() -> float:
@@ -169,10 +162,10 @@ def _ray_gpus() -> float:
 
 def fingerprint(config: Config, checkpoint_dir: Path) -> str:
     """What the output depends on: teacher weights, dataset tables, output settings."""
-    layout = ArtifactLayout(config.artifact_path())
+    paths = layout.ArtifactLayout(config.artifact_path())
     relevant = {
-        "checkpoint": file_sha256(checkpoint_dir / "model.safetensors"),
-        "tables": {name: file_sha256(layout.table(name)) for name in ("items", *config.infer.splits)},
+        "checkpoint": file_sha256(checkpoint_dir / layout.WEIGHTS),
+        "tables": {name: file_sha256(paths.table(name)) for name in ("items", *config.infer.splits)},
         "settings": config.infer.model_dump(mode="json", include=set(_OUTPUT_SETTINGS)),
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
@@ -188,45 +181,54 @@ def torch_threads(infer: InferConfig) -> int:
 def infer_teacher(config: Config, force: bool = False) -> InferResult:
     """Write signals/ for config.infer.splits, or skip when it already holds this exact output."""
     started = time.time()
-    infer = config.infer
     root = config.storage()
-    layout = ArtifactLayout(root.local)
+    paths = layout.ArtifactLayout(root.local)
+    signals_dir = paths.signals_dir
     teacher, info, checkpoint_dir = check_infer_inputs(config)
-    signals_dir = layout.signals_dir
     digest = fingerprint(config, checkpoint_dir)
-    # read where the root lives: deciding to skip needs no download of the signals themselves
-    recorded = root.read_bytes(f"signals/{MANIFEST_NAME}")
-    if not force and recorded is not None:
-        manifest = json.loads(recorded)
-        if manifest.get("fingerprint") == digest:
-            log.info("signals in %s are up to date (same teacher, data and settings): skipping", signals_dir)
-            return InferResult(signals_dir, True, manifest["counts"]["rows"], time.time() - started, 0.0)
+    recorded = None if force else _recorded_manifest(root)
+    if recorded is not None and recorded.get("fingerprint") == digest:
+        log.info("signals in %s are up to date (same teacher, data and settings): skipping", signals_dir)
+        return InferResult(signals_dir, True, recorded["counts"]["rows"], time.time() - started, 0.0)
 
     ensure_ray()
     rows: dict[str, int] = {}
     scoring_seconds = 0.0
     with atomic_dir(signals_dir) as staging:
-        _write_item_embeddings(teacher, staging / ITEM_EMB_FILE)
+        _write_item_embeddings(teacher, staging / layout.SIGNALS_ITEM_EMB_FILE)
         del teacher  # the actors load their own copy
-        for split in infer.splits:
+        for split in config.infer.splits:
             split_started = time.time()
             rows[split] = _infer_split(config, split, info.max_len, staging)
             scoring_seconds += time.time() - split_started
             log.info("teacher signals for %s: %d rows in %.1fs", split, rows[split], time.time() - split_started)
-        manifest = build_manifest(
-            stage="teacher-infer", config=config_to_dict(config),
-            inputs={"teacher": checkpoint_dir / "model.safetensors",
-                    **{name: layout.table(name) for name in ("items", *infer.splits)}},
-            counts={"rows": rows, "items": info.n_items, "top_k": infer.top_k,
-                    "embedding_dim": int(_embedding_dim(staging / ITEM_EMB_FILE))},
-            started_at=started,
-            extra={"fingerprint": digest, "hidden_layers": infer.hidden_layers,
-                   "files": sorted(path.name for path in staging.iterdir()),
-                   "rows_per_second": sum(rows.values()) / max(scoring_seconds, 1e-9)},
-        )
-        atomic_write_json(staging / MANIFEST_NAME, manifest)
-    root.push(signals_dir)
-    return InferResult(signals_dir, False, rows, time.time() - started, sum(rows.values()) / max(scoring_seconds, 1e-9))
+        rows_per_second = sum(rows.values()) / max(scoring_seconds, 1e-9)
+        manifest = _signals_manifest(config, paths, staging, info, rows, digest, rows_per_second, started)
+        atomic_write_json(staging / layout.MANIFEST, manifest)
+    root.push(layout.SIGNALS)
+    return InferResult(signals_dir, False, rows, time.time() - started, rows_per_second)
+
+
+def _recorded_manifest(root) -> dict[str, Any] | None:
+    """signals/manifest.json, read where the root lives: deciding to skip needs no download of the signals."""
+    recorded = root.read_bytes(layout.manifest_of(layout.SIGNALS))
+    return None if recorded is None else json.loads(recorded)
+
+
+def _signals_manifest(config: Config, paths: layout.ArtifactLayout, staging: Path, info: DatasetInfo,
+                      rows: dict[str, int], digest: str, rows_per_second: float, started: float) -> dict[str, Any]:
+    infer = config.infer
+    return build_manifest(
+        stage="teacher-infer", config=config_to_dict(config),
+        inputs={"teacher": paths.teacher_checkpoint_dir / layout.WEIGHTS,
+                **{name: paths.table(name) for name in ("items", *infer.splits)}},
+        counts={"rows": rows, "items": info.n_items, "top_k": infer.top_k,
+                "embedding_dim": int(_embedding_dim(staging / layout.SIGNALS_ITEM_EMB_FILE))},
+        started_at=started,
+        extra={"fingerprint": digest, "hidden_layers": infer.hidden_layers,
+               "files": sorted(path.name for path in staging.iterdir()),
+               "rows_per_second": rows_per_second},
+    )
 
 
 def _write_item_embeddings(teacher, path: Path) -> None:
@@ -246,51 +248,67 @@ def _embedding_dim(path: Path) -> int:
 def _infer_split(config: Config, split: str, max_len: int, staging: Path) -> int:
     """Stream one split through the actor pool into topk[_split].parquet (+ hidden[_split].parquet)."""
     import ray.data
-    from tqdm.auto import tqdm
 
-    infer = config.infer
     root = config.storage()
-    table_path = ArtifactLayout(root.local).table(split).resolve()  # pulled by check_infer_inputs
+    table_path = layout.ArtifactLayout(root.local).table(split).resolve()  # pulled by check_infer_inputs
     total = pq.ParquetFile(table_path).metadata.num_rows
     # Ray Data's read tasks may run on any node: a URI root is read from the object store itself
-    read_path, filesystem = root.location(f"dataset/{split}.parquet")
-    dataset = (
-        ray.data.read_parquet(read_path, filesystem=filesystem, columns=["row_id", "history"])
-        # one Parquet row group is one block: cut it so that every actor of the pool gets work
-        .repartition(target_num_rows_per_block=infer.batch_size)
-        .map_batches(
-            TeacherScorer,
-            fn_constructor_kwargs={"artifact_root": config.worker_artifact_root(), "max_len": max_len, "top_k": infer.top_k,
-                                   "exclude_history": infer.exclude_history, "hidden_layers": infer.hidden_layers,
-                                   "torch_threads": torch_threads(infer), "use_gpu": infer.use_gpu},
-            batch_size=infer.batch_size, batch_format="pyarrow", concurrency=infer.num_actors,
-            num_cpus=infer.cpus_per_actor, num_gpus=1 if infer.use_gpu else 0,
-        )
-    )
-    topk_writer = pq.ParquetWriter(staging / topk_file(split), TOPK_SCHEMA)
-    hidden_writer = (pq.ParquetWriter(staging / hidden_file(split), hidden_schema(infer.hidden_layers))
-                     if infer.hidden_layers else None)
-    written = 0
+    dataset = _scored_rows(config, *root.location(layout.table(split)), max_len)
     context = ray.data.DataContext.get_current()
     saved = context.enable_progress_bars, context.execution_options.preserve_order
     context.enable_progress_bars = False  # one bar below, of rows written, is enough
     context.execution_options.preserve_order = True  # output rows in the split's order: deterministic files
     try:
+        written = _write_signals(dataset, config.infer, split, staging, total)
+    finally:
+        context.enable_progress_bars, context.execution_options.preserve_order = saved
+    if written != total:
+        raise RuntimeError(f"teacher inference wrote {written} rows for {table_path} but it has {total}")
+    return written
+
+
+def _scored_rows(config: Config, read_path: str, filesystem, max_len: int):
+    """The Ray Dataset of a split table's signals: read, cut into blocks, scored by the actor pool (lazy)."""
+    import ray.data
+
+    infer = config.infer
+    return (
+        ray.data.read_parquet(read_path, filesystem=filesystem, columns=["row_id", "history"])
+        # one Parquet row group is one block: cut it so that every actor of the pool gets work
+        .repartition(target_num_rows_per_block=infer.batch_size)
+        .map_batches(
+            TeacherScorer,
+            fn_constructor_kwargs={"artifact_root": config.worker_artifact_root(), "max_len": max_len,
+                                   "top_k": infer.top_k, "exclude_history": infer.exclude_history,
+                                   "hidden_layers": infer.hidden_layers, "torch_threads": torch_threads(infer),
+                                   "use_gpu": infer.use_gpu},
+            batch_size=infer.batch_size, batch_format="pyarrow", concurrency=infer.num_actors,
+            num_cpus=infer.cpus_per_actor, num_gpus=1 if infer.use_gpu else 0,
+        )
+    )
+
+
+def _write_signals(dataset, infer: InferConfig, split: str, staging: Path, total: int) -> int:
+    """Append the scored batches, in order, to the split's signal files; returns the rows written."""
+    from tqdm.auto import tqdm
+
+    topk_writer = pq.ParquetWriter(staging / layout.signals_topk_file(split), TOPK_SCHEMA)
+    hidden = hidden_schema(infer.hidden_layers)
+    hidden_writer = (pq.ParquetWriter(staging / layout.signals_hidden_file(split), hidden)
+                     if infer.hidden_layers else None)
+    written = 0
+    try:
         with tqdm(total=total, desc=f"teacher signals ({split})", unit="rows", disable=not infer.progress) as bar:
             for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
                 topk_writer.write_table(batch.select(TOPK_SCHEMA.names).cast(TOPK_SCHEMA))
                 if hidden_writer is not None:
-                    hidden = hidden_schema(infer.hidden_layers)
                     hidden_writer.write_table(batch.select(hidden.names).cast(hidden))
                 written += batch.num_rows
                 bar.update(batch.num_rows)
     finally:
-        context.enable_progress_bars, context.execution_options.preserve_order = saved
         topk_writer.close()
         if hidden_writer is not None:
             hidden_writer.close()
-    if written != total:
-        raise RuntimeError(f"teacher inference wrote {written} rows for {table_path} but it has {total}")
     return written
 
 

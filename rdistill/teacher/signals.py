@@ -10,6 +10,8 @@
   column ``layer_<i>`` list<float32> [width] per chosen backbone layer, pooled like the teacher's user state.
 - ``manifest.json``: config, input hashes (checkpoint weights, dataset tables), counts and the fingerprint a rerun
   compares to decide whether to skip.
+
+The file names are addresses of rdistill/layout.py (`signals_topk_file`, `SIGNALS_ITEM_EMB_FILE`, ...).
 """
 
 from __future__ import annotations
@@ -21,18 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rdistill import layout
 from rdistill.errors import ArtifactError
-
-ITEM_EMB_FILE = "item_emb.parquet"
-
-
-def topk_file(split: str) -> str:
-    return "topk.parquet" if split == "train" else f"topk_{split}.parquet"
-
-
-def hidden_file(split: str) -> str:
-    return "hidden.parquet" if split == "train" else f"hidden_{split}.parquet"
-
 
 def hidden_column(layer: int) -> str:
     return f"layer_{layer}"
@@ -112,16 +104,16 @@ def _read(path: Path, schema: pa.Schema) -> pa.Table:
 
 def load_signals(signals_dir: Path, split: str = "train", hidden: bool = True) -> TeacherSignals:
     signals_dir = Path(signals_dir)
-    path = signals_dir / topk_file(split)
+    path = signals_dir / layout.signals_topk_file(split)
     topk = _read(path, TOPK_SCHEMA)
-    items_path = signals_dir / ITEM_EMB_FILE
+    items_path = signals_dir / layout.SIGNALS_ITEM_EMB_FILE
     items = _read(items_path, ITEM_EMB_SCHEMA)
     item_idx = items.column("item_idx").to_numpy().astype(np.int64)
     vectors = list_matrix(items.column("embedding"), np.float32, items_path, "embedding")
     item_emb = np.zeros((int(item_idx.max(initial=0)) + 1, vectors.shape[1]), dtype=np.float32)
     item_emb[item_idx] = vectors
     layers: dict[int, np.ndarray] = {}
-    hidden_path = signals_dir / hidden_file(split)
+    hidden_path = signals_dir / layout.signals_hidden_file(split)
     row_id = topk.column("row_id").to_numpy().astype(np.int64)
     if hidden and hidden_path.is_file():
         table = pq.read_table(hidden_path)
