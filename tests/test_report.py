@@ -85,8 +85,8 @@ def _build_tree(root: Path) -> Path:
     now = time.time()
     atomic_write_json(artifacts / "pipeline.json", {  # pipeline.run_pipeline
         "prepare": {"key": "1", "status": "done", "seconds": 0.9, "summary": {}, "finished_at": now - 300},
-        "teacher": {"key": "2", "status": "done", "seconds": 78.8, "summary": {}, "finished_at": now - 200},
-        "infer": {"key": "3", "status": "done", "seconds": 62.1, "summary": {}, "finished_at": now - 100},
+        "teacher-train": {"key": "2", "status": "done", "seconds": 78.8, "summary": {}, "finished_at": now - 200},
+        "teacher-infer": {"key": "3", "status": "done", "seconds": 62.1, "summary": {}, "finished_at": now - 100},
         "tune": {"key": "4", "status": "failed", "seconds": 41.3, "error": "stopped", "started_at": now - 50}})
     return artifacts
 
@@ -117,7 +117,7 @@ def test_the_report_shows_the_numbers_of_every_stage(artifacts):
     assert report == artifacts / "report"
     markdown = (report / "report.md").read_text()
     assert f"{WINNER_VALID_NDCG:.4f}" in markdown  # the winner's validation NDCG@10
-    assert "| tune | failed | 41.3 |" in markdown and "| teacher | done | 78.8 |" in markdown
+    assert "| tune | failed | 41.3 |" in markdown and "| teacher-train | done | 78.8 |" in markdown
     assert "183.1 s" in markdown  # total stage seconds
     assert f"{TEACHER_PARAMETERS:,}" in markdown
     assert "| users | 120 |" in markdown and "| train | 793 |" in markdown
@@ -128,7 +128,9 @@ def test_the_report_shows_the_numbers_of_every_stage(artifacts):
                                         "tuning_history.png"]
     assert "rdistill report --measure-latency" in markdown  # no latency recorded: how to get it
     summary = report_summary(report)
-    assert summary["sections_missing"] == [] and "tuning" in summary["sections_present"]
+    assert summary["sections_missing"] == []
+    assert summary["sections_present"] == ["run", "prepare", "teacher-train", "teacher-infer", "tune", "export",
+                                           "train-student"]
     assert not list(artifacts.glob(".report.tmp-*"))  # the staging folder was renamed into place
 
 
@@ -139,14 +141,15 @@ def test_missing_sections_are_not_run_yet(tmp_path):
     (artifacts / "students" / "broken" / "metrics.json").write_text("{not json")
     report = write_report(artifacts)
     markdown = (report / "report.md").read_text()
-    assert "Not run yet: no `teacher/checkpoint/metrics.json` (run `rdistill teacher train`)" in markdown
-    assert "Not run yet: no `dataset/manifest.json`" in markdown
-    assert "Not run yet: no `pipeline.json`" in markdown
+    assert "Not run yet: no `teacher/checkpoint/metrics.json` (run `rdistill teacher-train`)" in markdown
+    assert "Not run yet: no `dataset/manifest.json` (run `rdistill prepare`)" in markdown
+    assert "Not run yet: no `signals/manifest.json` (run `rdistill teacher-infer`)" in markdown
+    assert "Not run yet: no `pipeline.json` (run `rdistill run`)" in markdown
     assert "Not finished yet: `tune/distill/` has no `summary.json`" in markdown
     assert "Not readable:" in markdown and "broken" in markdown
     assert list(report.glob("*.png")) == []
     summary = report_summary(report)
-    assert summary["sections_present"] == [] and "teacher" in summary["sections_missing"]
+    assert summary["sections_present"] == [] and "teacher-train" in summary["sections_missing"]
 
 
 def test_the_pareto_plot_needs_two_points(tmp_path):
