@@ -1,6 +1,6 @@
 """The serving/model/ format: one exported student, everything the endpoint needs, and its lineage.
 
-Written by the tuning stage for its winner (and by `rdistill export` for any saved student); read by serve/app.py.
+Written by the tuning stage for its winner (and by `rdistill export` for any saved student); read by the endpoint (rdistill/serving/).
 One module owns the format so the writer and the reader can never drift apart.
 
 serving/model/

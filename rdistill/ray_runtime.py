@@ -15,7 +15,7 @@ RAY_ENV_DEFAULTS = {
     # direct ingress): request handling on the replica's and the proxy's main event loop instead of a second
     # thread or loop, and request-path logs buffered. Measured here: +33% closed-loop requests/s and half the
     # p99 at 100 requests/s (benchmarks/results/serve.json). Safe for our replicas: scoring runs in a worker
-    # thread (serve/app.py), never on the event loop.
+    # thread (rdistill/serving/app.py), never on the event loop.
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
