@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from rdistill.artifacts import MANIFEST_NAME, ArtifactLayout, atomic_write_bytes, atomic_write_json, build_manifest
 from rdistill.config import Config, config_to_dict
 from rdistill.errors import ConfigError
-from rdistill.data.dataset import SplitTensors, load_dataset_info, load_split, sequence_windows
+from rdistill.data.dataset import DatasetInfo, SplitTensors, load_dataset_info, load_split, sequence_windows
 from rdistill.evaluate import evaluate_model
 from rdistill.distill.terms import HIDDEN, TEACHER_CHECKPOINT, DistillBatch, DistillTerm, active_terms
 from rdistill.models import SequentialRecommender, build_student, save_student
@@ -150,7 +150,7 @@ class _Run:
     parameters: list[torch.nn.Parameter]  # the student's and its distillation terms': optimised and clipped
     train: SplitTensors
     valid: SplitTensors
-    info: Any  # DatasetInfo
+    info: DatasetInfo
     generator: torch.Generator
 
 
