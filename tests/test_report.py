@@ -18,10 +18,23 @@ from rdistill.data.prepare import prepare_dataset
 from rdistill.data.schema import read_table
 from rdistill.export import export_student
 from rdistill.models import build_student
+from rdistill import layout
 from rdistill.report import report_summary, write_report
+from rdistill.report.collect import collect, report_inputs, student_runs
+from rdistill.report.latency import latency
 from rdistill.tradeoff import pareto_front
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_OPENED: list[str] | None = None  # while a list: every file Python opens for reading
+
+
+def _record_opens(event: str, args: tuple) -> None:
+    if event == "open" and _OPENED is not None and isinstance(args[0], (str, Path)) \
+            and not any(flag in str(args[1] or "r") for flag in "wax+"):
+        _OPENED.append(str(args[0]))
+
+
+sys.addaudithook(_record_opens)  # observes real opens (json reads, safetensors headers); inert outside a test
 WINNER_VALID_NDCG = 0.23456789
 TEACHER_PARAMETERS = 1_002_496
 
@@ -220,3 +233,54 @@ def test_the_command_line_prints_its_summary(built_tree, tmp_path):
     helped = subprocess.run([sys.executable, "-m", "rdistill.cli", "report", "--help"], capture_output=True,
                             text=True, timeout=60)
     assert helped.returncode == 0 and "--measure-latency" in helped.stdout and "key.sub=value" in helped.stdout
+
+
+def _covering(inputs: list[tuple[str, str | None]], relative: str) -> list[str]:
+    return [path for path, _ in inputs if relative == path or relative.startswith(path + "/")]
+
+
+def _assert_inputs_are_exactly(inputs: list[tuple[str, str | None]], consulted: list[str]) -> None:
+    """Each name the report looked at comes with exactly one input; each input holds something it looked at."""
+    assert len({path for path, _ in inputs}) == len(inputs)
+    for relative in consulted:
+        assert len(_covering(inputs, relative)) == 1, (relative, inputs)
+    for path, marker in inputs:
+        assert any(_covering([(path, marker)], relative) for relative in consulted), (path, consulted)
+        # a folder is pulled whole and only when complete; a single file needs no marker
+        assert marker == (None if "." in path.rsplit("/", 1)[-1] else layout.MANIFEST), (path, marker)
+
+
+def _opened_under(artifacts: Path, action) -> list[str]:
+    global _OPENED
+    _OPENED = []
+    try:
+        action()
+    finally:
+        opened, _OPENED = _OPENED, None
+    root = artifacts.resolve()
+    names = {Path(path).resolve().relative_to(root).as_posix() for path in opened
+             if Path(path).resolve().is_relative_to(root)}
+    return sorted(name for name in names if not name.startswith(f".{layout.REPORT}"))  # its own staging folder
+
+
+@pytest.mark.parametrize("measure", [False, True])
+def test_report_inputs_list_exactly_what_the_report_reads(artifacts, measure):
+    if not measure:  # a later report reads the earlier measurement: there is one to read
+        write_report(artifacts, measure_latency=True)
+    inputs = report_inputs("distill", student_runs(layout.ArtifactLayout(artifacts)), measure_latency=measure)
+    found = collect(artifacts, "distill")
+    latency(found, artifacts / layout.REPORT, measure)
+    _assert_inputs_are_exactly(inputs, found.consulted)
+    assert (layout.table("valid") in found.consulted) == measure
+    assert (layout.join(layout.REPORT, layout.LATENCY_FILE) in found.consulted) == (not measure)
+
+    # what the whole report really opens (Python-side: JSON files, the safetensors header) is among them
+    opened = _opened_under(artifacts, lambda: write_report(artifacts, measure_latency=measure))
+    assert layout.manifest_of(layout.SERVING_MODEL) in opened and layout.PIPELINE_STATE in opened
+    assert all(len(_covering(inputs, name)) == 1 for name in opened), (opened, inputs)
+
+
+def test_report_inputs_without_a_campaign_or_students():
+    inputs = dict(report_inputs(None, [".staging-run"], measure_latency=False))
+    assert not any(path.startswith(layout.TUNE) or path.startswith(layout.STUDENTS) for path in inputs)
+    assert inputs[layout.SERVING_MODEL] == layout.MANIFEST and inputs[layout.PIPELINE_STATE] is None
