@@ -173,7 +173,7 @@ class TeacherParams(StrictModel):
 
 
 class TeacherConfig(TeacherParams):
-    """Fine-tuning the teacher with Ray Train + DeepSpeed (`rdistill teacher train`)."""
+    """Fine-tuning the teacher with Ray Train + DeepSpeed (`rdistill teacher-train`)."""
 
     epochs: int = Field(3, ge=1)  # upper bound; early stopping on validation NDCG@10 may end sooner
     patience: int = Field(1, ge=1)  # epochs without a better validation metric before stopping
@@ -220,7 +220,7 @@ class TeacherConfig(TeacherParams):
 
 
 class InferConfig(StrictModel):
-    """Batch inference of the teacher's signals with Ray Data (`rdistill teacher infer`)."""
+    """Batch inference of the teacher's signals with Ray Data (`rdistill teacher-infer`)."""
 
     # Splits to score. train feeds distillation; valid/test are for analysis only (never for model selection).
     splits: list[Literal["train", "valid", "test"]] = Field(default_factory=lambda: ["train"])

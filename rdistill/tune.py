@@ -94,9 +94,13 @@ def run_trial(trial_params: dict[str, Any], base: dict[str, Any]) -> None:
 
     from rdistill.distill.train import TRAIN_STATE_FILE, EpochReport, TrainState, train_student
     from rdistill.models import save_student
+    from rdistill.stages.registry import pull_addresses
+    from rdistill.stages.train_student import student_inputs
     from rdistill.tradeoff import sample_history, served_latency_ms
 
     config = trial_config(base, trial_params)
+    # a trial runs on any node: it pulls what its run reads into that node's mirror (a no-op for a local root)
+    pull_addresses(config.storage(), student_inputs(config))
     metric_prefix = "valid_"
     node_id = ray.get_runtime_context().get_node_id()  # where the trial ran: summary.json shows how trials spread
     latency: dict[str, float] = {}

@@ -243,7 +243,7 @@ def test_distillation_moves_the_student_towards_the_teacher(shifted_teacher, tin
 class TestSignalsMustMatchTheDataset:
     def test_missing_signals(self, tiny_root, tmp_path):
         shutil.copytree(tiny_root / "artifacts" / "dataset", tmp_path / "dataset")
-        with pytest.raises(ArtifactError, match="run `rdistill teacher infer` first"):
+        with pytest.raises(ArtifactError, match="run `rdistill teacher-infer` first"):
             train_student(tiny_config(tiny_root, f"artifact_root={tmp_path}", "distill.kd.weight=1"))
 
     def test_row_count_catalogue_and_top_k(self, shifted_teacher, tiny_root):

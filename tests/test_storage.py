@@ -303,7 +303,7 @@ def test_prepare_and_train_student_on_an_s3_root_then_a_fresh_machine_finds_them
     # the report of that machine reads what the others wrote, and lands on S3 as well
     assert main(["-q", "report", *cli_overrides(tmp_path / "raw", s3_uri)]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report["sections_present"]) == {"pipeline", "dataset", "students"}
+    assert set(report["sections_present"]) == {"run", "prepare", "train-student"}
     assert {"report.md", "report.html", "report.json"} <= set(remote_files(root, "report"))
 
 
@@ -364,8 +364,7 @@ def test_teacher_infer_and_tune_on_an_s3_root(ray_cluster, s3_uri, worker_mirror
     from rdistill.data.schema import read_table
     from rdistill.export import load_exported
     from rdistill.models.lm_teacher import build_teacher, save_teacher
-    from rdistill.teacher.infer import infer_teacher
-    from rdistill.tune import tune_students
+    from rdistill.stages.registry import StageContext, run_stage
 
     config = tiny_config(tiny_root, f"artifact_root={s3_uri}", f"teacher.model={tiny_backbone}",
                          "infer.progress=false", "infer.top_k=5", "infer.batch_size=64", "student.name=gru4rec",
@@ -381,13 +380,13 @@ def test_teacher_infer_and_tune_on_an_s3_root(ray_cluster, s3_uri, worker_mirror
     (root.local / "teacher" / "checkpoint" / "manifest.json").write_text('{"stage": "teacher-train"}')
     root.push("dataset", "teacher/checkpoint")
     assert worker_mirror != root.local
-    result = infer_teacher(config)
-    assert not result.skipped and result.rows["train"] > 0
+    result = run_stage("teacher-infer", StageContext(config))  # the runner pushes what the stage wrote
+    assert not result["skipped"] and result["rows"]["train"] > 0
     assert {"topk.parquet", "item_emb.parquet", "manifest.json"} <= set(remote_files(root, "signals"))
-    assert infer_teacher(config).skipped  # decided from the manifest on S3
+    assert run_stage("teacher-infer", StageContext(config))["skipped"]  # decided from the manifest on S3
 
-    tuned = tune_students(config)
-    assert tuned.serving_dir is not None
+    tuned = run_stage("tune", StageContext(config))
+    assert tuned["serving_dir"] is not None
     assert {"model.safetensors", "items.parquet", "manifest.json"} <= set(remote_files(root, "serving/model"))
     campaign = remote_files(root, "tune/distill")
     assert "summary.json" in campaign and "campaign.json" in campaign
@@ -406,7 +405,8 @@ def test_teacher_train_on_an_s3_root_checkpoints_to_s3_and_survives_a_failure(ra
     """Ray Train reads the rows from S3 and keeps its checkpoints there; the injected failure (its marker written
     on S3 by the worker) is survived by a restart (Ray Train restores from the latest checkpoint, on S3); every
     output lands on S3."""
-    from rdistill.teacher.train import FAULT_MARKER, train_teacher
+    from rdistill.stages.registry import StageContext, run_stage
+    from rdistill.teacher.train import FAULT_MARKER
 
     config = tiny_config(tiny_root, f"artifact_root={s3_uri}", f"teacher.model={tiny_backbone}",
                          "teacher.batch_size=16", "teacher.num_workers=1", "teacher.cpus_per_worker=1",
@@ -416,8 +416,8 @@ def test_teacher_train_on_an_s3_root_checkpoints_to_s3_and_survives_a_failure(ra
     shutil.copytree(tiny_root / "artifacts" / "dataset", root.local / "dataset")
     root.push("dataset")
     shutil.rmtree(root.local / "dataset")  # the stage must pull it
-    result = train_teacher(config)
-    assert result.global_steps == 8  # both epochs of 4 steps, despite the failure at step 6
+    result = run_stage("teacher-train", StageContext(config))
+    assert result["global_steps"] == 8  # both epochs of 4 steps, despite the failure at step 6
     assert root.read_bytes(f"teacher/{FAULT_MARKER}").startswith(b"failed at step 6")
     assert {"model.safetensors", "metrics.json", "manifest.json"} <= set(remote_files(root, "teacher/checkpoint"))
     assert "latest" in remote_files(root, "teacher/ds_checkpoint")

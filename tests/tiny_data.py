@@ -60,7 +60,7 @@ def tiny_config(root: Path, *overrides: str) -> Config:
 
 def write_signals(root, topk_items: np.ndarray, topk_scores: np.ndarray, item_emb: np.ndarray,
                   rows: int | None = None, items: int | None = None) -> None:
-    """A signals/ folder as `rdistill teacher infer` writes it, from given arrays (the teacher is a fixture)."""
+    """A signals/ folder as `rdistill teacher-infer` writes it, from given arrays (the teacher is a fixture)."""
     folder = root / "signals"
     folder.mkdir(parents=True, exist_ok=True)
     count = len(topk_items)

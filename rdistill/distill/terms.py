@@ -261,7 +261,7 @@ class FeatureDistillation(DistillTerm):
         needed = sorted({teacher for _, teacher in model.aligned_layers()})
         if not set(needed) <= set(signals.hidden):
             raise ConfigError(f"the slm student aligns to teacher layers {needed} but the signals hold hidden "
-                              f"states for {sorted(signals.hidden)}: rerun `rdistill teacher infer "
+                              f"states for {sorted(signals.hidden)}: rerun `rdistill teacher-infer "
                               f"infer.hidden_layers={needed}`")
 
     def loss(self, batch: DistillBatch) -> torch.Tensor:

@@ -125,9 +125,8 @@ def train_student(
         torch.set_num_threads(config.train.num_threads)
     generator = seed_everything(config.seed)
 
-    root = config.storage()
-    layout = ArtifactLayout(root.local)
-    root.pull(layout.dataset_dir)
+    # what the run reads is in the local mirror: the stage runner (or a Tune trial) pulled it
+    layout = ArtifactLayout(config.artifact_path())
     run_dir = Path(run_dir) if run_dir is not None else layout.student_dir(default_run_name(config))
 
     run = _set_up_run(config, layout, generator)
@@ -135,8 +134,6 @@ def train_student(
     _train_epochs(run, progress, config, on_epoch_end)
     result = _select_and_test(run, progress, config, layout, run_dir, evaluate_test)
     _write_run(run.model, result, progress.history, config, layout, started)
-    if root.relative(run_dir) is not None:  # not a run written elsewhere (a Tune trial's own folder)
-        root.push(run_dir)
     return result
 
 
@@ -280,8 +277,6 @@ def _build_model(config: Config, layout: ArtifactLayout, info) -> SequentialReco
 
     cls = student_class(config.student.name)
     params = config.student.model_params()
-    if hasattr(cls, "params_from_teacher") or hasattr(cls, "load_teacher_weights"):
-        config.storage().pull(layout.teacher_checkpoint_dir)
     if hasattr(cls, "params_from_teacher"):
         params = cls.params_from_teacher(params, layout.teacher_checkpoint_dir)
     model = build_student(config.student.name, info.n_items, info.max_len, params)
@@ -343,20 +338,18 @@ def load_train_signals(config: Config, train: SplitTensors, info) -> TrainSignal
     from rdistill.errors import ArtifactError
     from rdistill.teacher.signals import load_signals
 
-    root = config.storage()
-    signals_dir = ArtifactLayout(root.local).signals_dir
-    root.pull(signals_dir)
+    signals_dir = ArtifactLayout(config.artifact_path()).signals_dir
     manifest_path = signals_dir / MANIFEST_NAME
     if not manifest_path.is_file():
         raise ArtifactError(f"{manifest_path} is missing: the distill.* settings need the teacher's signals; run "
-                            "`rdistill teacher infer` first (or set every distill weight to 0)")
+                            "`rdistill teacher-infer` first (or set every distill weight to 0)")
     counts = read_json(manifest_path)["counts"]
     if counts["items"] != info.n_items:
         raise ArtifactError(f"{signals_dir} was computed for {counts['items']} items but the dataset has "
-                            f"{info.n_items}: rerun `rdistill teacher infer`")
+                            f"{info.n_items}: rerun `rdistill teacher-infer`")
     if counts["rows"].get("train") != len(train):
         raise ArtifactError(f"{signals_dir} has teacher signals for {counts['rows'].get('train')} train rows but the "
-                            f"dataset has {len(train)}: rerun `rdistill teacher infer`")
+                            f"dataset has {len(train)}: rerun `rdistill teacher-infer`")
     needs = {signal for term in active_terms(config.distill).values() for signal in term.needs}
     signals = load_signals(signals_dir, "train", hidden=HIDDEN in needs)
     if not torch.equal(train.row_id, torch.arange(len(train))):
@@ -379,18 +372,17 @@ def _checked_top_k(top_k: int | None, available: int, signals_dir: Path) -> int:
     top_k = top_k or available
     if top_k > available:
         raise ConfigError(f"distill.top_k={top_k} but {signals_dir} holds only the teacher's top {available} "
-                          f"(infer.top_k): lower distill.top_k or rerun `rdistill teacher infer infer.top_k={top_k}`")
+                          f"(infer.top_k): lower distill.top_k or rerun `rdistill teacher-infer infer.top_k={top_k}`")
     return top_k
 
 
 def _teacher_checkpoint(config: Config) -> Path:
     from rdistill.errors import ArtifactError
 
-    checkpoint = ArtifactLayout(config.storage().local).teacher_checkpoint_dir
-    config.storage().pull(checkpoint)  # a term that reads the teacher itself (TEACHER_CHECKPOINT)
+    checkpoint = ArtifactLayout(config.artifact_path()).teacher_checkpoint_dir
     if not checkpoint.is_dir():
         raise ArtifactError(f"{checkpoint} is missing: an enabled distill term needs the trained teacher; run "
-                            "`rdistill teacher train` first")
+                            "`rdistill teacher-train` first")
     return checkpoint
 
 

@@ -76,7 +76,7 @@ class SLMStudent(SequentialRecommender):
         teacher_dir = Path(teacher_dir)
         if not (teacher_dir / "teacher_config.json").is_file():
             raise ArtifactError(f"{teacher_dir} holds no trained teacher: the slm student is cut from one; run "
-                                "`rdistill teacher train` first")
+                                "`rdistill teacher-train` first")
         teacher_config = read_json(teacher_dir / "teacher_config.json")
         if teacher_config["params"]["mode"] != "items" or teacher_config["params"].get("pooling") == "mean":
             raise ConfigError("the slm student reads item vectors and pools the last position: it needs a teacher "

@@ -13,13 +13,16 @@ from rdistill.stages.registry import Stage, StageContext
 def student_inputs(config: Config) -> list[Address]:
     """What one student run reads: the dataset, the teacher's signals when distilling, and the teacher itself for a
     student cut from it (slm). Tune trials pull the same on their own nodes."""
+    from rdistill.distill.terms import TEACHER_CHECKPOINT, active_terms
     from rdistill.models import student_class
 
     addresses = [Address(layout.DATASET)]
     if config.distill.uses_teacher():
         addresses.append(Address(layout.SIGNALS))
     student = student_class(config.student.name)
-    if hasattr(student, "params_from_teacher") or hasattr(student, "load_teacher_weights"):
+    term_needs = {need for term in active_terms(config.distill).values() for need in term.needs}
+    if (hasattr(student, "params_from_teacher") or hasattr(student, "load_teacher_weights")
+            or TEACHER_CHECKPOINT in term_needs):
         addresses.append(Address(layout.TEACHER_CHECKPOINT))
     return addresses
 
