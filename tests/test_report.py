@@ -284,3 +284,25 @@ def test_report_inputs_without_a_campaign_or_students():
     inputs = dict(report_inputs(None, [".staging-run"], measure_latency=False))
     assert not any(path.startswith(layout.TUNE) or path.startswith(layout.STUDENTS) for path in inputs)
     assert inputs[layout.SERVING_MODEL] == layout.MANIFEST and inputs[layout.PIPELINE_STATE] is None
+
+
+def test_a_uri_roots_mirror_holds_what_the_report_needs_after_pulling_its_inputs(artifacts, tmp_path, monkeypatch):
+    from dataclasses import asdict
+
+    from rdistill.report.collect import pull_report_inputs
+    from rdistill.storage import CACHE_DIR_ENV, open_root
+
+    run = artifacts / layout.student_run("sasrec-seed42")
+    atomic_write_json(run / layout.MANIFEST, {"stage": "train-student"})  # a finished run, as the stage writes it
+    (artifacts / layout.STUDENTS / ".sasrec-seed43.tmp-1").mkdir()  # a run being written: never pulled
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
+    root = open_root(f"file://{artifacts}")
+    assert root.is_remote and not (root.local / layout.DATASET).exists()
+    pull_report_inputs(root, "distill", measure_latency=True)
+
+    here, there = collect(artifacts, "distill"), collect(root.local, "distill")
+    assert {**asdict(there), "root": None} == {**asdict(here), "root": None}
+    assert student_runs(layout.ArtifactLayout(root.local)) == ["sasrec-seed42"]
+    assert not (root.local / layout.table("train")).exists()  # only the split the latency history comes from
+    measured, note = latency(there, root.local / layout.REPORT, measure=True)
+    assert measured and measured["student"]["latency_ms"] > 0, note
