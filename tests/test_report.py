@@ -306,3 +306,14 @@ def test_a_uri_roots_mirror_holds_what_the_report_needs_after_pulling_its_inputs
     assert not (root.local / layout.table("train")).exists()  # only the split the latency history comes from
     measured, note = latency(there, root.local / layout.REPORT, measure=True)
     assert measured and measured["student"]["latency_ms"] > 0, note
+
+
+def test_sections_are_keyed_by_stage_and_name_its_command():
+    from rdistill.report.collect import HOW_TO_RUN, SECTIONS
+    from rdistill.stages.registry import stages
+
+    names = {stage.name for stage in stages()}
+    assert set(SECTIONS) - {"run"} <= names and set(HOW_TO_RUN) == set(SECTIONS)
+    for section, how in HOW_TO_RUN.items():
+        assert how.startswith(f"`rdistill {section}`") or section == "export", how
+    assert "`rdistill export`" in HOW_TO_RUN["export"]

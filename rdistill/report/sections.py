@@ -17,8 +17,12 @@ from rdistill.report.plots import (pareto_panels, plot_model_metrics, plot_paret
 from rdistill.report.render import Document, cell
 from rdistill.tradeoff import pareto_front
 
-# the stages `rdistill run` records in pipeline.json, in order
-PIPELINE_STAGES = ("prepare", "teacher-train", "teacher-infer", "tune")
+
+def _stage_names(pipeline_only: bool) -> list[str]:
+    """The registered stages in pipeline order (those `rdistill run` records in pipeline.json, or all)."""
+    from rdistill.stages.registry import pipeline_stages, stages
+
+    return [stage.name for stage in (pipeline_stages() if pipeline_only else stages())]
 
 
 def not_run(doc: Document, section: str, expected: str, found: Collected) -> None:
@@ -49,8 +53,8 @@ def _pipeline_section(doc: Document, found: Collected, out: Path) -> None:
     if found.pipeline is None:
         not_run(doc, "run", layout.PIPELINE_STATE, found)
         return
-    names = [name for name in PIPELINE_STAGES if name in found.pipeline]
-    names += sorted(set(found.pipeline) - set(PIPELINE_STAGES))
+    known = _stage_names(pipeline_only=False)
+    names = [name for name in known if name in found.pipeline] + sorted(set(found.pipeline) - set(known))
     rows, timed = [], []
     for name in names:
         record = found.pipeline[name] if isinstance(found.pipeline[name], dict) else {}
@@ -65,7 +69,7 @@ def _pipeline_section(doc: Document, found: Collected, out: Path) -> None:
              "skipped as up to date keeps its earlier record.")
     if plot := plot_stage_timings(timed, out / "stage_timings.png"):
         doc.figure(plot, f"Stage timings from {layout.PIPELINE_STATE}")
-    missing = [name for name in PIPELINE_STAGES if name not in found.pipeline]
+    missing = [name for name in _stage_names(pipeline_only=True) if name not in found.pipeline]
     if missing:
         doc.para(f"Stages not run yet: {', '.join(missing)}.")
 
