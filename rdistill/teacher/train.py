@@ -18,31 +18,36 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from rdistill.artifacts import (
-    MANIFEST_NAME,
-    ArtifactLayout,
-    atomic_write_json,
-    build_manifest,
-    file_sha256,
+from rdistill import layout
+from rdistill.artifacts import atomic_write_json, build_manifest, file_sha256
+from rdistill.config import Config, TeacherConfig, config_to_dict
+from rdistill.data.dataset import (
+    DatasetInfo,
+    SplitTensors,
+    load_dataset_info,
+    load_split,
+    pad_histories,
+    sequence_window_rows,
 )
-from rdistill.config import Config, config_to_dict
-from rdistill.data.dataset import SplitTensors, load_dataset_info, load_split, pad_histories, sequence_window_rows
 from rdistill.data.schema import SPLITS, read_table
 from rdistill.errors import ConfigError
 from rdistill.metrics import ranking_metrics
 from rdistill.ray_runtime import ensure_ray
+from rdistill.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 
 METRIC = "valid_ndcg_at_10"
-FAULT_MARKER = ".fault_injected"  # in teacher/
+FAULT_MARKER = PurePosixPath(layout.TEACHER_FAULT_MARKER).name  # its file name in teacher/
+DS_MODEL_STATES = "mp_rank_00_model_states.pt"  # DeepSpeed's name for the module weights of a ZeRO-0 checkpoint
 
 
 @dataclass
@@ -90,8 +95,8 @@ def check_teacher_inputs(config: Config) -> Path:
     from rdistill.models.lm_teacher import resolve_backbone_path
 
     root = config.storage()
-    dataset_dir = ArtifactLayout(root.local).dataset_dir
-    root.pull(dataset_dir)
+    dataset_dir = layout.ArtifactLayout(root.local).dataset_dir
+    root.pull(layout.DATASET)
     for name in ("items", *SPLITS):
         read_table(dataset_dir, name)  # raises ArtifactError naming the missing or malformed table
     backbone_path = resolve_backbone_path(config.teacher.model)
@@ -118,18 +123,14 @@ def check_teacher_inputs(config: Config) -> Path:
 
 def item_text_vectors(config: Config, dataset_dir: Path) -> np.ndarray:
     """The backbone's encoding of every item's text, computed once and cached under teacher/."""
-    from rdistill.models.lm_teacher import encode_texts, item_texts, load_backbone, resolve_backbone_path
+    from rdistill.models.lm_teacher import encode_texts, item_texts, load_backbone
 
     teacher = config.teacher
     items = read_table(dataset_dir, "items")
-    key = f"{file_sha256(dataset_dir / 'items.parquet')[:16]}-{teacher.item_text_max_tokens}"
-    backbone_path = resolve_backbone_path(teacher.model)
-    weights = sorted(backbone_path.glob("*.safetensors")) or sorted(backbone_path.glob("*.bin"))
-    if weights:
-        key += f"-{file_sha256(weights[0])[:16]}"
     root = config.storage()
-    cache = root.local / "teacher" / "cache" / f"item_text_vectors-{key}.npy"
-    root.pull(cache)
+    cache_name = layout.item_text_vectors_cache(_text_vectors_key(teacher, dataset_dir))
+    cache = layout.ArtifactLayout(root.local).path(cache_name)
+    root.pull(cache_name)
     if cache.is_file():
         return np.load(cache)
     started = time.time()
@@ -141,9 +142,21 @@ def item_text_vectors(config: Config, dataset_dir: Path) -> np.ndarray:
     staging = cache.with_suffix(".tmp.npy")
     np.save(staging, vectors)
     staging.rename(cache)
-    root.push(cache)
+    root.push(cache_name)
     log.info("encoded %d item texts in %.1fs (cached at %s)", len(texts) - 1, time.time() - started, cache)
     return vectors
+
+
+def _text_vectors_key(teacher: TeacherConfig, dataset_dir: Path) -> str:
+    """What the item-text vectors depend on: the items table, the token budget and the backbone's weights."""
+    from rdistill.models.lm_teacher import resolve_backbone_path
+
+    key = f"{file_sha256(dataset_dir / layout.table_file('items'))[:16]}-{teacher.item_text_max_tokens}"
+    backbone_path = resolve_backbone_path(teacher.model)
+    weights = sorted(backbone_path.glob("*.safetensors")) or sorted(backbone_path.glob("*.bin"))
+    if weights:
+        key += f"-{file_sha256(weights[0])[:16]}"
+    return key
 
 
 def prebuild_deepspeed_ops() -> None:
@@ -215,24 +228,92 @@ def _worker_node_ids(world: int) -> list[str]:
     return [str(node_id) for node_id in gathered]
 
 
+@dataclass(frozen=True)
+class _Worker:
+    """One worker's place in the group and what its epochs share."""
+
+    config: Config
+    rank: int
+    world: int
+    max_len: int
+    micro_batches: int  # per epoch, the same on every worker
+    root: Any  # the artifact root as this worker's node sees it (rdistill.storage.ArtifactRoot)
+
+
+@dataclass
+class _EpochStats:
+    """Training loss and throughput of one epoch on one worker."""
+
+    loss_sum: float = 0.0
+    seen: int = 0  # micro-batches
+    timed_from: float | None = None  # the end of the first step: data pipeline and warm-up are not timed
+    timed_seconds: float = 0.0
+
+    def add(self, loss: float) -> None:
+        self.loss_sum, self.seen = self.loss_sum + loss, self.seen + 1
+        if self.seen == 1:
+            self.timed_from = time.time()
+
+    def stop_clock(self) -> None:
+        self.timed_seconds = time.time() - self.timed_from if self.timed_from else 0.0
+
+    def mean_loss(self) -> float:
+        return self.loss_sum / max(self.seen, 1)
+
+    def samples_per_second(self, batch_size: int) -> float:
+        return (self.seen - 1) * batch_size / self.timed_seconds if self.timed_seconds > 0 else 0.0
+
+
 def train_loop_per_worker(loop: dict[str, Any]) -> None:
-    """One Ray Train worker: DeepSpeed engine over the teacher, this worker's shard of the training rows."""
-    import deepspeed
+    """One Ray Train worker: a DeepSpeed engine over the teacher and this worker's shard of the training rows.
+    Each epoch it trains, ranks its slice of the validation users and reports metrics with a checkpoint."""
     import ray.train
 
-    from rdistill.distill.train import seed_everything
-    from rdistill.models.lm_teacher import build_teacher
     from rdistill.storage import open_root
 
     config = Config.model_validate(loop["config"])
-    teacher_cfg = config.teacher
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    torch.set_num_threads(teacher_cfg.torch_threads_per_worker or max(1, int(teacher_cfg.cpus_per_worker)))
+    torch.set_num_threads(config.teacher.torch_threads_per_worker or max(1, int(config.teacher.cpus_per_worker)))
     seed_everything(config.seed)  # same initial weights everywhere (DeepSpeed also broadcasts rank 0's)
+    micro_batches = _micro_batches_per_epoch(config.teacher, loop["train_rows"], world)
+    engine = _deepspeed_engine(config, loop, micro_batches)
+    state = _resumed_state(engine, rank)
+    node_ids = _worker_node_ids(world)
+    shard = ray.train.get_dataset_shard("train")
+    # on another node a URI root is opened there: the fault marker lives remotely
+    worker = _Worker(config, rank, world, loop["max_len"], micro_batches, open_root(loop["artifact_root"]))
+    for epoch in range(state["epoch"] + 1, config.teacher.epochs + 1):
+        started = time.time()
+        stats = _train_epoch(engine, shard, epoch, worker)
+        valid_metrics = _validation_metrics(engine, loop["valid"], worker)
+        state = _early_stopping_state(state, epoch, valid_metrics[METRIC])
+        metrics = {"epoch": epoch, "global_step": engine.global_steps, "train_loss": stats.mean_loss(),
+                   "epoch_seconds": time.time() - started,
+                   "worker_samples_per_second": stats.samples_per_second(config.teacher.batch_size),
+                   "worker_node_ids": node_ids, **valid_metrics}
+        _report_with_checkpoint(engine, metrics, state)
+        if state["stale"] >= config.teacher.patience:
+            break
 
-    max_len = loop["max_len"]
-    teacher, _ = build_teacher(teacher_cfg.architecture(), loop["items"], max_len,
+
+def _micro_batches_per_epoch(teacher_cfg: TeacherConfig, train_rows: int, world: int) -> int:
+    """Every worker runs this many, so DeepSpeed's collectives line up (the shards may differ by a row)."""
+    micro_batches = train_rows // world // teacher_cfg.batch_size
+    if teacher_cfg.max_steps_per_epoch:
+        micro_batches = min(micro_batches, teacher_cfg.max_steps_per_epoch * teacher_cfg.gradient_accumulation_steps)
+    return micro_batches
+
+
+def _deepspeed_engine(config: Config, loop: dict[str, Any], micro_batches: int):
+    """The teacher in a DeepSpeed engine: AdamW with one learning rate for the backbone and one for the head,
+    warm-up + cosine over the whole run."""
+    import deepspeed
+
+    from rdistill.models.lm_teacher import build_teacher
+
+    teacher_cfg = config.teacher
+    teacher, _ = build_teacher(teacher_cfg.architecture(), loop["items"], loop["max_len"],
                                torch.tensor(loop["item_text_vectors"]))  # a copy: Ray hands a read-only array
     backbone_params = [p for p in teacher.backbone.parameters() if p.requires_grad]
     backbone_ids = {id(p) for p in backbone_params}
@@ -242,15 +323,19 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
          {"params": head_params, "lr": teacher_cfg.lr_head}],
         weight_decay=teacher_cfg.weight_decay,
     )
-    micro_batches = loop["train_rows"] // world // teacher_cfg.batch_size
-    if teacher_cfg.max_steps_per_epoch:
-        micro_batches = min(micro_batches, teacher_cfg.max_steps_per_epoch * teacher_cfg.gradient_accumulation_steps)
     steps_per_epoch = max(1, micro_batches // teacher_cfg.gradient_accumulation_steps)
     total_steps = steps_per_epoch * teacher_cfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _warmup_cosine(total_steps, max(1, int(teacher_cfg.warmup_ratio * total_steps))))
     engine, _, _, _ = deepspeed.initialize(model=teacher, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=loop["deepspeed"])
+    return engine
+
+
+def _resumed_state(engine, rank: int) -> dict[str, Any]:
+    """Epoch and early-stopping state: a fresh start, or, after a restart, the latest reported checkpoint's
+    (loaded into the engine, which also restores its optimizer, scheduler and step counter)."""
+    import ray.train
 
     state = {"epoch": 0, "best": float("-inf"), "stale": 0}
     checkpoint = ray.train.get_checkpoint()
@@ -259,137 +344,155 @@ def train_loop_per_worker(loop: dict[str, Any]) -> None:
             _, client_state = engine.load_checkpoint(folder)
         state.update(client_state["rdistill"])
         log.info("rank %d resumed after epoch %d at step %d", rank, state["epoch"], engine.global_steps)
+    return state
 
-    node_ids = _worker_node_ids(world)
-    valid = loop["valid"]
-    progress_every = max(1, micro_batches // 10)
+
+def _train_epoch(engine, shard, epoch: int, worker: _Worker) -> _EpochStats:
+    """One pass over this worker's shard, stopped after exactly worker.micro_batches micro-batches."""
+    teacher_cfg = worker.config.teacher
+    engine.train()
+    stats = _EpochStats()
     all_positions = teacher_cfg.objective == "all_positions"
-    shard = ray.train.get_dataset_shard("train")
-    root = open_root(loop["artifact_root"])  # on another node a URI root is opened there: the marker lives remotely
-    for epoch in range(state["epoch"] + 1, teacher_cfg.epochs + 1):
-        engine.train()
-        started, loss_sum, seen = time.time(), 0.0, 0
-        timed_from = None  # throughput is timed from the end of the first step (data pipeline and warm-up excluded)
-        batches = shard.iter_batches(batch_size=teacher_cfg.batch_size, batch_format="pyarrow", drop_last=True,
-                                     local_shuffle_buffer_size=max(4 * teacher_cfg.batch_size, 1000),
-                                     local_shuffle_seed=config.seed + epoch)
-        for micro_step, table in enumerate(batches):
-            if micro_step >= micro_batches:
-                break  # every worker stops at the same count, or the collectives would wait forever
-            history = torch.from_numpy(pad_histories(table.column("history"), max_len)).to(engine.device)
-            target = torch.from_numpy(table.column("target").to_numpy().astype(np.int64)).to(engine.device)
-            loss = engine(history, target, all_positions=all_positions)
-            engine.backward(loss)
-            engine.step()
-            loss_sum, seen = loss_sum + loss.item(), seen + 1
-            if seen == 1:
-                timed_from = time.time()
-            if rank == 0 and seen % progress_every == 0:  # Ray forwards worker stdout to the driver's terminal
-                rate = (seen - 1) * teacher_cfg.batch_size * world / max(time.time() - timed_from, 1e-9)
-                print(f"teacher epoch {epoch}: {seen}/{micro_batches} micro-batches, mean loss "
-                      f"{loss_sum / seen:.4f}, ~{rate:.0f} samples/s over {world} workers", flush=True)
-            if (teacher_cfg.fail_once_at_step and engine.global_steps == teacher_cfg.fail_once_at_step
-                    and rank == 0 and not root.exists(f"teacher/{FAULT_MARKER}")):
-                root.write_bytes(f"teacher/{FAULT_MARKER}", f"failed at step {engine.global_steps}\n".encode())
-                raise RuntimeError(f"injected failure at global step {engine.global_steps} (teacher.fail_once_at_step)")
+    batches = shard.iter_batches(batch_size=teacher_cfg.batch_size, batch_format="pyarrow", drop_last=True,
+                                 local_shuffle_buffer_size=max(4 * teacher_cfg.batch_size, 1000),
+                                 local_shuffle_seed=worker.config.seed + epoch)
+    for micro_step, table in enumerate(batches):
+        if micro_step >= worker.micro_batches:
+            break  # every worker stops at the same count, or the collectives would wait forever
+        history = torch.from_numpy(pad_histories(table.column("history"), worker.max_len)).to(engine.device)
+        target = torch.from_numpy(table.column("target").to_numpy().astype(np.int64)).to(engine.device)
+        loss = engine(history, target, all_positions=all_positions)
+        engine.backward(loss)
+        engine.step()
+        stats.add(loss.item())
+        _print_progress(stats, epoch, worker)
+        _inject_failure_once(engine, worker)
+    stats.stop_clock()
+    return stats
 
-        timed_seconds = time.time() - timed_from if timed_from else 0.0
-        engine.eval()
-        ranks = _distributed_ranks(engine.module, valid, teacher_cfg.eval_batch_size, rank, world, engine.device)
-        valid_metrics = {f"valid_{key}": value for key, value in ranking_metrics(ranks, [10, 20]).items()}
-        improved = valid_metrics[METRIC] > state["best"]
-        state = {"epoch": epoch, "best": max(state["best"], valid_metrics[METRIC]),
-                 "stale": 0 if improved else state["stale"] + 1}
-        metrics = {"epoch": epoch, "global_step": engine.global_steps, "train_loss": loss_sum / max(seen, 1),
-                   "epoch_seconds": time.time() - started,
-                   "worker_samples_per_second": (seen - 1) * teacher_cfg.batch_size / timed_seconds
-                   if timed_seconds > 0 else 0.0,
-                   "worker_node_ids": node_ids,
-                   **valid_metrics}
-        with tempfile.TemporaryDirectory() as folder:
-            engine.save_checkpoint(folder, tag=f"epoch{epoch}", client_state={"rdistill": state})
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
-        if state["stale"] >= teacher_cfg.patience:
-            break
+
+def _print_progress(stats: _EpochStats, epoch: int, worker: _Worker) -> None:
+    """About ten lines per epoch from rank 0 (Ray forwards worker stdout to the driver's terminal)."""
+    if worker.rank == 0 and stats.seen % max(1, worker.micro_batches // 10) == 0:
+        batch_size = worker.config.teacher.batch_size
+        rate = (stats.seen - 1) * batch_size * worker.world / max(time.time() - stats.timed_from, 1e-9)
+        print(f"teacher epoch {epoch}: {stats.seen}/{worker.micro_batches} micro-batches, mean loss "
+              f"{stats.loss_sum / stats.seen:.4f}, ~{rate:.0f} samples/s over {worker.world} workers", flush=True)
+
+
+def _inject_failure_once(engine, worker: _Worker) -> None:
+    """teacher.fail_once_at_step: rank 0 fails at that step, once per artifact root (the marker records it), so
+    that a test sees Ray restart the group and resume from the latest checkpoint."""
+    fail_at = worker.config.teacher.fail_once_at_step
+    if (fail_at and engine.global_steps == fail_at
+            and worker.rank == 0 and not worker.root.exists(layout.TEACHER_FAULT_MARKER)):
+        worker.root.write_bytes(layout.TEACHER_FAULT_MARKER, f"failed at step {engine.global_steps}\n".encode())
+        raise RuntimeError(f"injected failure at global step {engine.global_steps} (teacher.fail_once_at_step)")
+
+
+def _validation_metrics(engine, valid: SplitTensors, worker: _Worker) -> dict[str, float]:
+    engine.eval()
+    ranks = _distributed_ranks(engine.module, valid, worker.config.teacher.eval_batch_size, worker.rank,
+                               worker.world, engine.device)
+    return {f"valid_{key}": value for key, value in ranking_metrics(ranks, [10, 20]).items()}
+
+
+def _early_stopping_state(state: dict[str, Any], epoch: int, score: float) -> dict[str, Any]:
+    improved = score > state["best"]
+    return {"epoch": epoch, "best": max(state["best"], score), "stale": 0 if improved else state["stale"] + 1}
+
+
+def _report_with_checkpoint(engine, metrics: dict[str, Any], state: dict[str, Any]) -> None:
+    """Every worker writes its DeepSpeed shards; Ray merges the workers' folders into one checkpoint."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as folder:
+        engine.save_checkpoint(folder, tag=f"epoch{state['epoch']}", client_state={"rdistill": state})
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
 # ----------------------------------------------------------------------------------------- driver: run it
 
 
-def _consolidated_state_dict(checkpoint_dir: Path, zero_stage: int) -> dict[str, torch.Tensor]:
-    """fp32 weights from a DeepSpeed checkpoint folder (ZeRO shards merged), on the CPU, without workers."""
-    tag = (checkpoint_dir / "latest").read_text().strip()
-    if zero_stage == 0:
-        states = torch.load(checkpoint_dir / tag / "mp_rank_00_model_states.pt", map_location="cpu",
-                            weights_only=False)
-        return states["module"]
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+@dataclass
+class _DriverInputs:
+    """What the driver reads once, before Ray starts, and ships to every worker."""
 
-    return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=tag)
-
-
-def run_name(config: Config, dataset_dir: Path) -> str:
-    """Ray restores a run found under the same name, so the name is a hash of what the run depends on: the same
-    config on the same data continues (e.g. after the driver was killed), anything else starts afresh."""
-    import hashlib
-    import json
-
-    relevant = {"seed": config.seed, "teacher": config.teacher.model_dump(mode="json", exclude={"fail_once_at_step"}),
-                "items": file_sha256(dataset_dir / "items.parquet"), "train": file_sha256(dataset_dir / "train.parquet")}
-    digest = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
-    return f"teacher-train-{digest}"
+    dataset_dir: Path
+    info: DatasetInfo
+    items: pa.Table
+    valid: SplitTensors  # the rows the workers rank each epoch (teacher.max_eval_rows of them, when set)
+    item_text_vectors: np.ndarray
 
 
 def train_teacher(config: Config) -> TeacherResult:
     """Run the whole teacher stage; returns where the consolidated teacher is and its metrics."""
-    import ray
-    import ray.data
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     from rdistill.evaluate import evaluate_scorer
-    from rdistill.models.lm_teacher import build_teacher, save_teacher
+    from rdistill.models.lm_teacher import save_teacher
 
     started = time.time()
     teacher_cfg = config.teacher
+    inputs = _driver_inputs(config)
+    if not teacher_cfg.use_gpu:
+        prebuild_deepspeed_ops()
+    root = config.storage()
+    root.delete(layout.TEACHER_FAULT_MARKER)
+    result = _fit(config, inputs, root)
+    best_checkpoint, best_metrics = max(result.best_checkpoints, key=lambda pair: pair[1][METRIC])
+    paths = layout.ArtifactLayout(root.local)
+    teacher, tokenizer = _consolidated_teacher(config, inputs, best_checkpoint, paths.teacher_ds_checkpoint_dir)
+
+    # the one look at the test split, with the weights selected on validation
+    test = evaluate_scorer(teacher.scores, load_split(inputs.dataset_dir, "test", inputs.info.max_len), config.eval.ks,
+                           teacher_cfg.eval_batch_size)
+    valid_full = evaluate_scorer(teacher.scores, inputs.valid, config.eval.ks, teacher_cfg.eval_batch_size)
+    checkpoint_dir = paths.teacher_checkpoint_dir
+    save_teacher(teacher, tokenizer, checkpoint_dir)
+    node_ids = list(result.metrics.get("worker_node_ids") or [])  # of the last epoch's workers
+    atomic_write_json(checkpoint_dir / layout.METRICS, {
+        "best_epoch": best_metrics["epoch"], "global_steps": int(result.metrics["global_step"]),
+        "valid": valid_full, "test": test, "history": _reported_history(result),
+        "num_parameters": teacher.num_parameters(), "worker_node_ids": node_ids,
+    })
+    atomic_write_json(checkpoint_dir / layout.MANIFEST,
+                      _teacher_manifest(config, inputs.dataset_dir, result, teacher, node_ids, started))
+    # DeepSpeed reads its marker first: uploaded last, like a manifest
+    root.push(layout.TEACHER_DS_CHECKPOINT, marker=layout.TEACHER_DS_MARKER)
+    root.push(layout.TEACHER_CHECKPOINT)
+    return TeacherResult(checkpoint_dir=checkpoint_dir, best_epoch=int(best_metrics["epoch"]), valid=valid_full,
+                         test=test, global_steps=int(result.metrics["global_step"]), seconds=time.time() - started,
+                         worker_node_ids=node_ids)
+
+
+def _driver_inputs(config: Config) -> _DriverInputs:
     dataset_dir = check_teacher_inputs(config)
     info = load_dataset_info(dataset_dir)
     items = read_table(dataset_dir, "items")
     valid = load_split(dataset_dir, "valid", info.max_len)
-    if teacher_cfg.max_eval_rows:
-        valid = valid.select(torch.arange(min(len(valid), teacher_cfg.max_eval_rows)))
-    vectors = item_text_vectors(config, dataset_dir)
-    if not teacher_cfg.use_gpu:
-        prebuild_deepspeed_ops()
+    if config.teacher.max_eval_rows:
+        valid = valid.select(torch.arange(min(len(valid), config.teacher.max_eval_rows)))
+    return _DriverInputs(dataset_dir, info, items, valid, item_text_vectors(config, dataset_dir))
 
-    root = config.storage()
-    root.delete(f"teacher/{FAULT_MARKER}")
+
+def _fit(config: Config, inputs: _DriverInputs, root):
+    """Run the TorchTrainer to the end (Ray restarts failed workers); Ray keeps the best checkpoints by METRIC."""
+    import ray.data
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    teacher_cfg = config.teacher
     # with the dashboard (when installed): Ray Train's placement-group cleaner polls the state API it serves
     ensure_ray()
     ray.data.DataContext.get_current().enable_progress_bars = False  # one line per epoch is enough in logs
-    # a URI root is read by Ray Data's tasks straight from the object store, on whichever node they run
-    if teacher_cfg.objective == "all_positions":
-        # a few rows per user, each read at every position (see sequence_windows): chosen here, shipped as a table
-        table = pq.read_table(dataset_dir / "train.parquet", columns=["user_idx", "history", "target"])
-        user_idx = torch.from_numpy(table.column("user_idx").to_numpy().astype(np.int64))
-        rows = sequence_window_rows(user_idx, info.max_len).numpy()
-        train_rows = ray.data.from_arrow(table.take(rows).select(["history", "target"]))
-        train_row_count = len(rows)
-    else:
-        train_path, filesystem = root.location("dataset/train.parquet")
-        train_rows = ray.data.read_parquet(train_path, filesystem=filesystem, columns=["history", "target"])
-        train_row_count = pq.ParquetFile(dataset_dir / "train.parquet").metadata.num_rows  # footer only
-    # Ray Train checkpoints go where the root lives (for a URI, the object store itself): workers on any node
-    # upload them there, and a rerun on another machine finds the run by its name and resumes from its latest
-    storage_path, storage_filesystem = root.location("teacher/ray")
+    train_rows, train_row_count = _training_rows(config, inputs, root)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
             "config": config_to_dict(config),
-            "items": items,
-            "item_text_vectors": vectors,
-            "valid": valid,
-            "max_len": info.max_len,
+            "items": inputs.items,
+            "item_text_vectors": inputs.item_text_vectors,
+            "valid": inputs.valid,
+            "max_len": inputs.info.max_len,
             "train_rows": train_row_count,
             "deepspeed": deepspeed_config(config),
             "artifact_root": config.worker_artifact_root(),
@@ -399,60 +502,101 @@ def train_teacher(config: Config) -> TeacherResult:
                                      placement_strategy=teacher_cfg.placement_strategy),
         torch_config=TorchConfig(backend="nccl" if teacher_cfg.use_gpu else "gloo"),
         datasets={"train": train_rows},
-        run_config=RunConfig(
-            name=run_name(config, dataset_dir),
-            storage_path=storage_path, storage_filesystem=storage_filesystem,
-            checkpoint_config=CheckpointConfig(num_to_keep=teacher_cfg.keep_checkpoints,
-                                               checkpoint_score_attribute=METRIC, checkpoint_score_order="max"),
-            failure_config=FailureConfig(max_failures=teacher_cfg.max_failures),
-        ),
+        run_config=_run_config(config, inputs.dataset_dir, root),
     )
     result = trainer.fit()
     if not result.best_checkpoints:
         raise RuntimeError(f"teacher training reported no checkpoint (error: {result.error})")
-    best_checkpoint, best_metrics = max(result.best_checkpoints, key=lambda pair: pair[1][METRIC])
+    return result
 
-    teacher, tokenizer = build_teacher(teacher_cfg.architecture(), items, info.max_len, torch.from_numpy(vectors))
-    layout_dir = root.local / "teacher"
-    with best_checkpoint.as_directory() as folder:
-        state = _consolidated_state_dict(Path(folder), teacher_cfg.zero_stage)
+
+def _training_rows(config: Config, inputs: _DriverInputs, root):
+    """(Ray Dataset of the training rows, its row count)."""
+    import ray.data
+
+    train_file = inputs.dataset_dir / layout.table_file("train")
+    if config.teacher.objective == "all_positions":
+        # a few rows per user, each read at every position (see sequence_windows): chosen here, shipped as a table
+        table = pq.read_table(train_file, columns=["user_idx", "history", "target"])
+        user_idx = torch.from_numpy(table.column("user_idx").to_numpy().astype(np.int64))
+        rows = sequence_window_rows(user_idx, inputs.info.max_len).numpy()
+        return ray.data.from_arrow(table.take(rows).select(["history", "target"])), len(rows)
+    # a URI root is read by Ray Data's tasks straight from the object store, on whichever node they run
+    train_path, filesystem = root.location(layout.table("train"))
+    train_rows = ray.data.read_parquet(train_path, filesystem=filesystem, columns=["history", "target"])
+    return train_rows, pq.ParquetFile(train_file).metadata.num_rows  # footer only
+
+
+def _run_config(config: Config, dataset_dir: Path, root):
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+
+    teacher_cfg = config.teacher
+    # Ray Train checkpoints go where the root lives (for a URI, the object store itself): workers on any node
+    # upload them there, and a rerun on another machine finds the run by its name and resumes from its latest
+    storage_path, storage_filesystem = root.location(layout.TEACHER_RAY)
+    return RunConfig(
+        name=run_name(config, dataset_dir),
+        storage_path=storage_path, storage_filesystem=storage_filesystem,
+        checkpoint_config=CheckpointConfig(num_to_keep=teacher_cfg.keep_checkpoints,
+                                           checkpoint_score_attribute=METRIC, checkpoint_score_order="max"),
+        failure_config=FailureConfig(max_failures=teacher_cfg.max_failures),
+    )
+
+
+def run_name(config: Config, dataset_dir: Path) -> str:
+    """Ray restores a run found under the same name, so the name is a hash of what the run depends on: the same
+    config on the same data continues (e.g. after the driver was killed), anything else starts afresh."""
+    import hashlib
+    import json
+
+    relevant = {"seed": config.seed, "teacher": config.teacher.model_dump(mode="json", exclude={"fail_once_at_step"}),
+                "items": file_sha256(dataset_dir / layout.table_file("items")),
+                "train": file_sha256(dataset_dir / layout.table_file("train"))}
+    digest = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
+    return f"teacher-train-{digest}"
+
+
+def _consolidated_teacher(config: Config, inputs: _DriverInputs, checkpoint, ds_checkpoint_dir: Path):
+    """(teacher in eval mode, tokenizer) with the checkpoint's weights merged into fp32; the checkpoint's
+    DeepSpeed shards are kept in ds_checkpoint_dir."""
+    from rdistill.models.lm_teacher import build_teacher
+
+    teacher, tokenizer = build_teacher(config.teacher.architecture(), inputs.items, inputs.info.max_len,
+                                       torch.from_numpy(inputs.item_text_vectors))
+    with checkpoint.as_directory() as folder:
+        state = _consolidated_state_dict(Path(folder), config.teacher.zero_stage)
         missing, unexpected = teacher.load_state_dict(state, strict=False)
         # frozen weights (items mode: the unused token embeddings) keep their pre-trained values
         frozen = {name for name, param in teacher.named_parameters() if not param.requires_grad}
         if unexpected or set(missing) - {"item_text_vectors"} - frozen:
             raise RuntimeError(f"checkpoint does not match the teacher: missing {missing}, unexpected {unexpected}")
-        ds_dir = layout_dir / "ds_checkpoint"
-        shutil.rmtree(ds_dir, ignore_errors=True)
-        shutil.copytree(folder, ds_dir)
-    teacher.eval()
+        shutil.rmtree(ds_checkpoint_dir, ignore_errors=True)
+        shutil.copytree(folder, ds_checkpoint_dir)
+    return teacher.eval(), tokenizer
 
-    # the one look at the test split, with the weights selected on validation
-    test = evaluate_scorer(teacher.scores, load_split(dataset_dir, "test", info.max_len), config.eval.ks,
-                           teacher_cfg.eval_batch_size)
-    valid_full = evaluate_scorer(teacher.scores, valid, config.eval.ks, teacher_cfg.eval_batch_size)
-    checkpoint_dir = layout_dir / "checkpoint"
-    save_teacher(teacher, tokenizer, checkpoint_dir)
-    node_ids = list(result.metrics.get("worker_node_ids") or [])  # of the last epoch's workers
-    atomic_write_json(checkpoint_dir / "metrics.json", {
-        "best_epoch": best_metrics["epoch"], "global_steps": int(result.metrics["global_step"]),
-        "valid": valid_full, "test": test, "history": _reported_history(result),
-        "num_parameters": teacher.num_parameters(), "worker_node_ids": node_ids,
-    })
-    manifest = build_manifest(
+
+def _consolidated_state_dict(checkpoint_dir: Path, zero_stage: int) -> dict[str, torch.Tensor]:
+    """fp32 weights from a DeepSpeed checkpoint folder (ZeRO shards merged), on the CPU, without workers."""
+    tag = (checkpoint_dir / layout.TEACHER_DS_MARKER).read_text().strip()
+    if zero_stage == 0:
+        states = torch.load(checkpoint_dir / tag / DS_MODEL_STATES, map_location="cpu", weights_only=False)
+        return states["module"]
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=tag)
+
+
+def _teacher_manifest(config: Config, dataset_dir: Path, result, teacher, node_ids: list[str],
+                      started: float) -> dict[str, Any]:
+    return build_manifest(
         stage="teacher-train", config=config_to_dict(config),
-        inputs={name: dataset_dir / f"{name}.parquet" for name in ("items", *SPLITS)},
+        inputs={name: dataset_dir / layout.table_file(name) for name in ("items", *SPLITS)},
         counts={"epochs_run": int(result.metrics["epoch"]), "global_steps": int(result.metrics["global_step"]),
-                "num_parameters": teacher.num_parameters(), "workers": teacher_cfg.num_workers,
+                "num_parameters": teacher.num_parameters(), "workers": config.teacher.num_workers,
                 "worker_nodes": len(set(node_ids))},
         started_at=started,
         extra={"deepspeed": deepspeed_config(config)},
     )
-    atomic_write_json(checkpoint_dir / MANIFEST_NAME, manifest)
-    root.push(ds_dir, marker="latest")  # DeepSpeed reads `latest` first: uploaded last, like a manifest
-    root.push(checkpoint_dir)
-    return TeacherResult(checkpoint_dir=checkpoint_dir, best_epoch=int(best_metrics["epoch"]), valid=valid_full,
-                         test=test, global_steps=int(result.metrics["global_step"]), seconds=time.time() - started,
-                         worker_node_ids=node_ids)
 
 
 def _reported_history(result) -> list[dict[str, Any]]:
