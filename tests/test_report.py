@@ -289,7 +289,8 @@ def test_report_inputs_without_a_campaign_or_students():
 def test_a_uri_roots_mirror_holds_what_the_report_needs_after_pulling_its_inputs(artifacts, tmp_path, monkeypatch):
     from dataclasses import asdict
 
-    from rdistill.report.collect import pull_report_inputs
+    from rdistill.report.collect import report_addresses
+    from rdistill.stages.registry import pull_addresses
     from rdistill.storage import CACHE_DIR_ENV, open_root
 
     run = artifacts / layout.student_run("sasrec-seed42")
@@ -298,7 +299,7 @@ def test_a_uri_roots_mirror_holds_what_the_report_needs_after_pulling_its_inputs
     monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
     root = open_root(f"file://{artifacts}")
     assert root.is_remote and not (root.local / layout.DATASET).exists()
-    pull_report_inputs(root, "distill", measure_latency=True)
+    pull_addresses(root, report_addresses(root, "distill", measure_latency=True))
 
     here, there = collect(artifacts, "distill"), collect(root.local, "distill")
     assert {**asdict(there), "root": None} == {**asdict(here), "root": None}

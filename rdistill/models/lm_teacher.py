@@ -356,7 +356,7 @@ def load_teacher(directory: Path) -> tuple[LMTeacher, Any]:
     for name in (layout.WEIGHTS, layout.TEACHER_CONFIG_FILE, layout.TEACHER_BACKBONE_DIR):
         if not (directory / name).exists():
             raise ArtifactError(f"{directory / name} is missing: {directory} is not a consolidated teacher "
-                                "(run `rdistill teacher train`)")
+                                "(run `rdistill teacher-train`)")
     config = read_json(directory / layout.TEACHER_CONFIG_FILE)
     backbone = AutoModel.from_config(AutoConfig.from_pretrained(directory / layout.TEACHER_BACKBONE_DIR))
     tokenizer = AutoTokenizer.from_pretrained(directory / layout.TEACHER_BACKBONE_DIR, local_files_only=True)

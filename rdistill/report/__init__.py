@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from rdistill import layout
 from rdistill.artifacts import atomic_dir, read_json
 from rdistill.errors import ArtifactError
-from rdistill.report.collect import SECTIONS, Collected, collect, pull_report_inputs, report_inputs
+from rdistill.report.collect import SECTIONS, Collected, collect, report_inputs
 from rdistill.report.latency import latency as find_latency
 from rdistill.report.render import Document
 from rdistill.report.sections import add_sections
@@ -75,23 +75,20 @@ def _write(found: Collected, target: Path, latency: dict[str, Any] | None, laten
 
 def write_report(source: Config | str | Path, out: Path | None = None, measure_latency: bool = False,
                  tune_name: str | None = None) -> Path:
-    """Read the artifact root of `source` (a Config or the root folder), write the report folder; return it.
-    With a Config on a URI root, report_inputs are pulled into the mirror first and the folder is pushed after."""
-    storage = None
+    """Read the artifact root of `source` (a Config or a local root folder), write the report folder; return it.
+
+    It reads local files only: for a URI root the stage runner pulls `report_addresses` into the mirror first and
+    pushes the folder after (rdistill/stages/report.py)."""
     if isinstance(source, (str, Path)):
         root = Path(source)
     else:
-        storage, tune_name = source.storage(), tune_name or source.tune.name
-        root = storage.local
-        pull_report_inputs(storage, tune_name, measure_latency)
+        root, tune_name = source.artifact_path(), tune_name or source.tune.name
     if not root.is_dir():
         raise ArtifactError(f"artifact root {root} does not exist: nothing to report (check artifact_root)")
     found = collect(root, tune_name)
     target = report_dir(root, out)
     latency, latency_note = find_latency(found, target, measure_latency)
     _write(found, target, latency, latency_note, measure_latency)
-    if storage is not None and storage.relative(target) is not None:
-        storage.push(target, marker=layout.REPORT_SUMMARY_FILE)
     return target
 
 

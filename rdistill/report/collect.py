@@ -186,11 +186,3 @@ def report_addresses(root: ArtifactRoot, tune_name: str | None, measure_latency:
     """report_inputs as the stage runner's addresses, the student runs listed where `root` lives."""
     students = root.list_dirs(layout.STUDENTS)
     return [layout.Address(path, marker) for path, marker in report_inputs(tune_name, students, measure_latency)]
-
-
-def pull_report_inputs(root: ArtifactRoot, tune_name: str | None, measure_latency: bool) -> None:
-    """A URI root: bring report_inputs into the mirror. No-op for a plain local root."""
-    if not root.is_remote:
-        return
-    for address in report_addresses(root, tune_name, measure_latency):
-        root.pull(address.path, marker=address.marker)

@@ -136,16 +136,20 @@ def run_stage(stage_or_name: Stage | str, context: StageContext) -> dict[str, An
 
 
 def describe_stages() -> list[dict[str, Any]]:
-    """`rdistill stages`: each stage's name, job module, what it reads and writes with the default config."""
+    """`rdistill stages`: each stage's name, job module, and what it reads and writes with the default config (on
+    an empty temporary root, so nothing is created or opened where the user stands)."""
+    import tempfile
+
     from rdistill.config import Config
 
-    context = StageContext(Config())
     rows = []
-    for declared in stages():
-        rows.append({"stage": declared.name, "job": f"python -m {declared.job_module}", "help": declared.help,
-                     "reads": [address.path for address in _safe(declared.reads, context)],
-                     "writes": [address.path for address in _safe(declared.writes, context)],
-                     "pipeline": declared.in_pipeline, "key_sections": list(declared.key_sections)})
+    with tempfile.TemporaryDirectory() as empty_root:
+        context = StageContext(Config(artifact_root=empty_root))
+        for declared in stages():
+            rows.append({"stage": declared.name, "job": f"python -m {declared.job_module}", "help": declared.help,
+                         "reads": [address.path for address in _safe(declared.reads, context)],
+                         "writes": [address.path for address in _safe(declared.writes, context)],
+                         "pipeline": declared.in_pipeline, "key_sections": list(declared.key_sections)})
     return rows
 
 

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from rdistill import layout
+from rdistill.layout import Address
 from rdistill.stages.registry import Stage, StageContext
 
 
@@ -22,6 +24,20 @@ def _run(context: StageContext) -> dict[str, Any]:
                                        measure_latency=context.option("measure_latency", False)))
 
 
+def _reads(context: StageContext) -> list[Address]:
+    from rdistill.report.collect import report_addresses
+
+    return report_addresses(context.root, context.config.tune.name, context.option("measure_latency", False))
+
+
+def _writes(context: StageContext) -> list[Address]:
+    marker = layout.REPORT_SUMMARY_FILE
+    if context.option("out") is None:
+        return [Address(layout.REPORT, marker)]
+    relative = context.root.relative(Path(context.option("out")).resolve())
+    return [Address(relative, marker)] if relative is not None else []  # --out outside the root: not pushed
+
+
 STAGE = Stage(
     name="report",
     help="write report.md and report.html with plots (PNG) over what the artifact root holds",
@@ -36,4 +52,6 @@ STAGE = Stage(
     ),
     run=_run,
     add_arguments=_arguments,
+    reads=_reads,
+    writes=_writes,
 )

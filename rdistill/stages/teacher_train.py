@@ -34,7 +34,10 @@ STAGE = Stage(
     ),
     run=_run,
     reads=lambda context: [Address(layout.DATASET)],
-    writes=lambda context: [Address(layout.TEACHER_CHECKPOINT)],
+    # the DeepSpeed shards first (their marker `latest` last), then the consolidated teacher, whose manifest says
+    # the stage is done
+    writes=lambda context: [Address(layout.TEACHER_DS_CHECKPOINT, marker=layout.TEACHER_DS_MARKER),
+                            Address(layout.TEACHER_CHECKPOINT)],
     key_sections=("seed", "eval", "teacher"),
     upstream="prepare",
     output=lambda config: Address(layout.TEACHER_CHECKPOINT),

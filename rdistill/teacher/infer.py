@@ -1,4 +1,4 @@
-"""Teacher signals: batch inference of the consolidated teacher with Ray Data (`rdistill teacher infer`).
+"""Teacher signals: batch inference of the consolidated teacher with Ray Data (`rdistill teacher-infer`).
 
 Ray Data reads a split's Parquet table, cuts it into blocks of `infer.batch_size` rows and streams them through
 an actor pool (`infer.num_actors` actors, `infer.cpus_per_actor` CPUs or one GPU each) in which every actor loads
@@ -108,15 +108,13 @@ def check_infer_inputs(config: Config):
     """Everything that can be wrong before an actor starts; returns (teacher, dataset info, checkpoint dir)."""
     from rdistill.models.lm_teacher import load_teacher
 
-    root = config.storage()
-    paths = layout.ArtifactLayout(root.local)
-    root.pull(layout.DATASET, layout.TEACHER_CHECKPOINT)
+    paths = layout.ArtifactLayout(config.artifact_path())  # dataset and teacher pulled by the stage runner
     info = load_dataset_info(paths.dataset_dir)  # raises naming a missing dataset table
     for split in config.infer.splits:
         read_table(paths.dataset_dir, split)
     checkpoint_dir = paths.teacher_checkpoint_dir
     if not checkpoint_dir.is_dir():
-        raise ArtifactError(f"{checkpoint_dir} does not exist: train a teacher first (`rdistill teacher train`)")
+        raise ArtifactError(f"{checkpoint_dir} does not exist: train a teacher first (`rdistill teacher-train`)")
     teacher, _ = load_teacher(checkpoint_dir)  # raises ArtifactError when the folder is not a teacher
     _check_teacher_fits_dataset(teacher, info, paths)
     _check_infer_settings(config.infer, teacher, info)
@@ -205,7 +203,6 @@ def infer_teacher(config: Config, force: bool = False) -> InferResult:
         rows_per_second = sum(rows.values()) / max(scoring_seconds, 1e-9)
         manifest = _signals_manifest(config, paths, staging, info, rows, digest, rows_per_second, started)
         atomic_write_json(staging / layout.MANIFEST, manifest)
-    root.push(layout.SIGNALS)
     return InferResult(signals_dir, False, rows, time.time() - started, rows_per_second)
 
 

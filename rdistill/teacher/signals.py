@@ -1,4 +1,4 @@
-"""The signals/ data contract: what `rdistill teacher infer` writes and distillation reads, in one place.
+"""The signals/ data contract: what `rdistill teacher-infer` writes and distillation reads, in one place.
 
 - ``topk.parquet`` (train rows; ``topk_valid.parquet`` / ``topk_test.parquet`` when those splits are asked for):
   row_id int64 (joins to the split's row_id), topk_items list<int32> (best first, K per row), topk_scores
@@ -87,14 +87,14 @@ class TeacherSignals:
         if (found < 0).any():
             missing = row_ids[found < 0]
             raise ArtifactError(f"{where}: no teacher signal for {len(missing)} rows (first row_id {missing[0]}); "
-                                "rerun `rdistill teacher infer` on this dataset")
+                                "rerun `rdistill teacher-infer` on this dataset")
         return TeacherSignals(self.row_id[found], self.topk_items[found], self.topk_scores[found],
                               self.user_emb[found], self.item_emb, {k: v[found] for k, v in self.hidden.items()})
 
 
 def _read(path: Path, schema: pa.Schema) -> pa.Table:
     if not path.is_file():
-        raise ArtifactError(f"{path} is missing: run `rdistill teacher infer` first")
+        raise ArtifactError(f"{path} is missing: run `rdistill teacher-infer` first")
     table = pq.read_table(path)
     missing = [name for name in schema.names if name not in table.column_names]
     if missing:

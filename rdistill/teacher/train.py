@@ -1,4 +1,4 @@
-"""`rdistill teacher train`: fine-tune the language-model teacher with Ray Train and DeepSpeed.
+"""`rdistill teacher-train`: fine-tune the language-model teacher with Ray Train and DeepSpeed.
 
 The driver checks every input before any worker starts, encodes the item texts once, and launches a
 TorchTrainer. Each worker builds the teacher, wraps it in a DeepSpeed engine (ZeRO stage from config, a torch
@@ -94,9 +94,7 @@ def check_teacher_inputs(config: Config) -> Path:
     """Everything that can be wrong before a worker starts: tables, model path, DeepSpeed vs. machine."""
     from rdistill.models.lm_teacher import resolve_backbone_path
 
-    root = config.storage()
-    dataset_dir = layout.ArtifactLayout(root.local).dataset_dir
-    root.pull(layout.DATASET)
+    dataset_dir = layout.ArtifactLayout(config.artifact_path()).dataset_dir  # pulled by the stage runner
     for name in ("items", *SPLITS):
         read_table(dataset_dir, name)  # raises ArtifactError naming the missing or malformed table
     backbone_path = resolve_backbone_path(config.teacher.model)
@@ -456,9 +454,6 @@ def train_teacher(config: Config) -> TeacherResult:
     })
     atomic_write_json(checkpoint_dir / layout.MANIFEST,
                       _teacher_manifest(config, inputs.dataset_dir, result, teacher, node_ids, started))
-    # DeepSpeed reads its marker first: uploaded last, like a manifest
-    root.push(layout.TEACHER_DS_CHECKPOINT, marker=layout.TEACHER_DS_MARKER)
-    root.push(layout.TEACHER_CHECKPOINT)
     return TeacherResult(checkpoint_dir=checkpoint_dir, best_epoch=int(best_metrics["epoch"]), valid=valid_full,
                          test=test, global_steps=int(result.metrics["global_step"]), seconds=time.time() - started,
                          worker_node_ids=node_ids)
