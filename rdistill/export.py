@@ -24,6 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rdistill import layout
 from rdistill.artifacts import (
     MANIFEST_NAME,
     atomic_dir,
@@ -37,8 +38,8 @@ from rdistill.errors import ArtifactError
 
 log = logging.getLogger(__name__)
 
-ITEMS_FILE = "items.parquet"
-METRICS_FILE = "metrics.json"
+ITEMS_FILE = layout.SERVING_ITEMS_FILE
+METRICS_FILE = layout.METRICS
 
 
 @dataclass

@@ -49,8 +49,11 @@ TUNE = "tune"
 TUNE_CAMPAIGN_FILE = "campaign.json"
 TUNE_SUMMARY_FILE = "summary.json"
 SERVING_MODEL = "serving/model"
+SERVING_ITEMS_FILE = "items.parquet"  # in serving/model/: the item table the export scores and answers with
 REPORT = "report"
 REPORT_SUMMARY_FILE = "report.json"  # the report folder's marker
+REPORT_MARKDOWN_FILE = "report.md"
+REPORT_HTML_FILE = "report.html"
 LATENCY_FILE = "latency.json"
 
 DATASET_TABLES = ("items", "users", "train", "valid", "test")

@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rdistill import layout
 from rdistill.artifacts import MANIFEST_NAME, ArtifactLayout, atomic_dir, atomic_write_json, build_manifest
 from rdistill.config import Config, config_to_dict
 from rdistill.data.readers import RawLog, read_log
@@ -170,18 +171,18 @@ def build_tables(raw: RawLog, config: Config) -> tuple[dict[str, pa.Table], dict
     return tables, counts
 
 
-def prepare_dataset(config: Config, layout: ArtifactLayout | None = None) -> Path:
+def prepare_dataset(config: Config, artifacts: ArtifactLayout | None = None) -> Path:
     """Read the configured source and write dataset/ atomically with its manifest; returns the folder.
 
-    `layout` is the local side of the artifact root (default: the config's); the stage runner pushes the folder.
+    `artifacts` is the local side of the artifact root (default: the config's); the stage runner pushes the folder.
     """
     started = time.time()
-    layout = layout or ArtifactLayout(config.artifact_path())  # a URI root is opened and probed before the work
+    artifacts = artifacts or ArtifactLayout(config.artifact_path())  # a URI root is opened and probed before the work
     raw = read_log(config.data)
     tables, counts = build_tables(raw, config)
-    with atomic_dir(layout.dataset_dir) as staging:
+    with atomic_dir(artifacts.dataset_dir) as staging:
         for name, table in tables.items():
-            pq.write_table(table, staging / f"{name}.parquet")
+            pq.write_table(table, staging / layout.table_file(name))
         manifest = build_manifest(
             stage="prepare",
             config={"seed": config.seed, "data": config_to_dict(config.data)},
@@ -190,5 +191,5 @@ def prepare_dataset(config: Config, layout: ArtifactLayout | None = None) -> Pat
             started_at=started,
         )
         atomic_write_json(staging / MANIFEST_NAME, manifest)
-    log.info("prepared %s: %s", layout.dataset_dir, counts)
-    return layout.dataset_dir
+    log.info("prepared %s: %s", artifacts.dataset_dir, counts)
+    return artifacts.dataset_dir

@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rdistill import layout
 from rdistill.errors import ArtifactError
 
 ITEMS_SCHEMA = pa.schema(
@@ -45,7 +46,7 @@ PADDING_IDX = 0
 
 def read_table(dataset_dir: Path, name: str) -> pa.Table:
     """Read one dataset table and check it against the contract."""
-    path = Path(dataset_dir) / f"{name}.parquet"
+    path = Path(dataset_dir) / layout.table_file(name)
     if not path.is_file():
         raise ArtifactError(f"{path} is missing: run `rdistill prepare` first (or check artifact_root)")
     table = pq.read_table(path)

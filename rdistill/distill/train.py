@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from rdistill import layout
 from rdistill.artifacts import MANIFEST_NAME, ArtifactLayout, atomic_write_bytes, atomic_write_json, build_manifest
 from rdistill.config import Config, config_to_dict
 from rdistill.errors import ConfigError
@@ -33,7 +34,7 @@ from rdistill.seeding import seed_everything  # noqa: F401  (also imported from 
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
+METRICS_FILE = layout.METRICS
 TRAIN_STATE_FILE = "train_state.pt"
 
 
@@ -126,14 +127,14 @@ def train_student(
     generator = seed_everything(config.seed)
 
     # what the run reads is in the local mirror: the stage runner (or a Tune trial) pulled it
-    layout = ArtifactLayout(config.artifact_path())
-    run_dir = Path(run_dir) if run_dir is not None else layout.student_dir(default_run_name(config))
+    artifacts = ArtifactLayout(config.artifact_path())
+    run_dir = Path(run_dir) if run_dir is not None else artifacts.student_dir(default_run_name(config))
 
-    run = _set_up_run(config, layout, generator)
+    run = _set_up_run(config, artifacts, generator)
     progress = _Progress.start(run, resume, config)
     _train_epochs(run, progress, config, on_epoch_end)
-    result = _select_and_test(run, progress, config, layout, run_dir, evaluate_test)
-    _write_run(run.model, result, progress.history, config, layout, started)
+    result = _select_and_test(run, progress, config, artifacts, run_dir, evaluate_test)
+    _write_run(run.model, result, progress.history, config, artifacts, started)
     return result
 
 
@@ -151,13 +152,13 @@ class _Run:
     generator: torch.Generator
 
 
-def _set_up_run(config: Config, layout: ArtifactLayout, generator: torch.Generator) -> _Run:
+def _set_up_run(config: Config, artifacts: ArtifactLayout, generator: torch.Generator) -> _Run:
     """The student, its training loss (with the enabled distillation terms), the optimizer and the splits."""
     train_cfg = config.train
-    info = load_dataset_info(layout.dataset_dir)
-    train = load_split(layout.dataset_dir, "train", info.max_len)
-    valid = load_split(layout.dataset_dir, "valid", info.max_len)
-    model = _build_model(config, layout, info)
+    info = load_dataset_info(artifacts.dataset_dir)
+    train = load_split(artifacts.dataset_dir, "train", info.max_len)
+    valid = load_split(artifacts.dataset_dir, "valid", info.max_len)
+    model = _build_model(config, artifacts, info)
     objective = resolve_objective(train_cfg.objective, model)
     signals = load_train_signals(config, train, info) if config.distill.uses_teacher() else None
     loss_fn = DistillationObjective(model, objective, config.distill, signals, generator, train_cfg.loss)
@@ -250,13 +251,13 @@ def _train_epochs(run: _Run, progress: _Progress, config: Config, on_epoch_end: 
             break
 
 
-def _select_and_test(run: _Run, progress: _Progress, config: Config, layout: ArtifactLayout, run_dir: Path,
+def _select_and_test(run: _Run, progress: _Progress, config: Config, artifacts: ArtifactLayout, run_dir: Path,
                      evaluate_test: bool) -> TrainResult:
     """Restore the best epoch's weights and, when asked, evaluate the test split: its one and only look."""
     run.model.load_state_dict(progress.best_state)
     test_metrics = None
     if evaluate_test:
-        test = load_split(layout.dataset_dir, "test", run.info.max_len)
+        test = load_split(artifacts.dataset_dir, "test", run.info.max_len)
         test_metrics = evaluate_model(run.model, test, config.eval.ks, config.train.eval_batch_size,
                                       config.eval.exclude_history)
     return TrainResult(
@@ -270,7 +271,7 @@ def _select_and_test(run: _Run, progress: _Progress, config: Config, layout: Art
     )
 
 
-def _build_model(config: Config, layout: ArtifactLayout, info) -> SequentialRecommender:
+def _build_model(config: Config, artifacts: ArtifactLayout, info) -> SequentialRecommender:
     """The student; one cut from the teacher (slm) gets its architecture and first weights from
     teacher/checkpoint/ through the params_from_teacher / load_teacher_weights hooks."""
     from rdistill.models import student_class
@@ -278,10 +279,10 @@ def _build_model(config: Config, layout: ArtifactLayout, info) -> SequentialReco
     cls = student_class(config.student.name)
     params = config.student.model_params()
     if hasattr(cls, "params_from_teacher"):
-        params = cls.params_from_teacher(params, layout.teacher_checkpoint_dir)
+        params = cls.params_from_teacher(params, artifacts.teacher_checkpoint_dir)
     model = build_student(config.student.name, info.n_items, info.max_len, params)
     if hasattr(model, "load_teacher_weights"):
-        model.load_teacher_weights(layout.teacher_checkpoint_dir)
+        model.load_teacher_weights(artifacts.teacher_checkpoint_dir)
     return model
 
 
@@ -355,7 +356,7 @@ def load_train_signals(config: Config, train: SplitTensors, info) -> TrainSignal
     if not torch.equal(train.row_id, torch.arange(len(train))):
         raise ArtifactError("train.parquet row_id must number the rows 0..R-1 in order (as `rdistill prepare` "
                             "writes them); teacher signals are looked up by row_id")
-    signals = signals.aligned_to(train.row_id.numpy(), str(signals_dir / "topk.parquet"))
+    signals = signals.aligned_to(train.row_id.numpy(), str(signals_dir / layout.signals_topk_file("train")))
     if signals.item_emb.shape[0] != info.n_items + 1:
         raise ArtifactError(f"{signals_dir / 'item_emb.parquet'} has {signals.item_emb.shape[0] - 1} items, "
                             f"expected {info.n_items}")
@@ -464,7 +465,7 @@ class DistillationObjective:
 
 
 def _write_run(model: SequentialRecommender, result: TrainResult, history: list[dict[str, Any]], config: Config,
-               layout: ArtifactLayout, started: float) -> None:
+               artifacts: ArtifactLayout, started: float) -> None:
     save_student(model, result.run_dir)
     metrics = {
         "student": model.name,
@@ -479,7 +480,7 @@ def _write_run(model: SequentialRecommender, result: TrainResult, history: list[
         "history": history,
     }
     atomic_write_json(result.run_dir / METRICS_FILE, metrics)
-    dataset_manifest = layout.dataset_dir / MANIFEST_NAME
+    dataset_manifest = artifacts.dataset_dir / MANIFEST_NAME
     manifest = build_manifest(
         stage="train-student",
         config=config_to_dict(config),

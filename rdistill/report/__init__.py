@@ -62,12 +62,12 @@ def _write(found: Collected, target: Path, latency: dict[str, Any] | None, laten
     title = f"rdistill report: {found.root}"
     with atomic_dir(target) as staging:
         doc, present, missing = _document(found, staging, title, latency, latency_note)
-        (staging / "report.md").write_text(doc.markdown())
-        (staging / "report.html").write_text(doc.html(title))
+        (staging / layout.REPORT_MARKDOWN_FILE).write_text(doc.markdown())
+        (staging / layout.REPORT_HTML_FILE).write_text(doc.html(title))
         if latency:
             (staging / layout.LATENCY_FILE).write_text(json.dumps(latency, indent=2, sort_keys=True) + "\n")
-        summary = {"report_dir": str(target), "markdown": str(target / "report.md"),
-                   "html": str(target / "report.html"), "plots": [str(target / name) for name in doc.figures],
+        summary = {"report_dir": str(target), "markdown": str(target / layout.REPORT_MARKDOWN_FILE),
+                   "html": str(target / layout.REPORT_HTML_FILE), "plots": [str(target / name) for name in doc.figures],
                    "sections_present": present, "sections_missing": missing, "unreadable": found.unreadable,
                    "latency": "measured" if measured and latency else "recorded" if latency else "not measured"}
         (staging / layout.REPORT_SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
