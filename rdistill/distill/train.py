@@ -358,7 +358,7 @@ def load_train_signals(config: Config, train: SplitTensors, info) -> TrainSignal
                             "writes them); teacher signals are looked up by row_id")
     signals = signals.aligned_to(train.row_id.numpy(), str(signals_dir / layout.signals_topk_file("train")))
     if signals.item_emb.shape[0] != info.n_items + 1:
-        raise ArtifactError(f"{signals_dir / 'item_emb.parquet'} has {signals.item_emb.shape[0] - 1} items, "
+        raise ArtifactError(f"{signals_dir / layout.SIGNALS_ITEM_EMB_FILE} has {signals.item_emb.shape[0] - 1} items, "
                             f"expected {info.n_items}")
     top_k = _checked_top_k(config.distill.top_k, signals.topk_items.shape[1], signals_dir)
     return TrainSignals(topk_items=torch.from_numpy(signals.topk_items[:, :top_k]),

@@ -15,13 +15,14 @@ from rdistill.errors import ArtifactError
 from rdistill.models.base import SequentialRecommender, StudentParams
 from rdistill.models.caser import Caser
 from rdistill.models.gru4rec import GRU4Rec
+from rdistill import layout
 from rdistill.models.sasrec import SASRec
 from rdistill.models.slm import SLMStudent
 
 STUDENTS: dict[str, type[SequentialRecommender]] = {cls.name: cls for cls in (SASRec, GRU4Rec, Caser, SLMStudent)}
 
-WEIGHTS_FILE = "model.safetensors"
-MODEL_CONFIG_FILE = "model_config.json"
+WEIGHTS_FILE = layout.WEIGHTS
+MODEL_CONFIG_FILE = layout.MODEL_CONFIG
 
 
 def student_class(name: str) -> type[SequentialRecommender]:

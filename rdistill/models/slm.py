@@ -19,6 +19,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from rdistill import layout
 from rdistill.data.schema import PADDING_IDX
 from rdistill.errors import ArtifactError, ConfigError
 from rdistill.models.base import SequentialRecommender, StudentParams, trim_leading_padding
@@ -74,14 +75,14 @@ class SLMStudent(SequentialRecommender):
         from rdistill.artifacts import read_json
 
         teacher_dir = Path(teacher_dir)
-        if not (teacher_dir / "teacher_config.json").is_file():
+        if not (teacher_dir / layout.TEACHER_CONFIG_FILE).is_file():
             raise ArtifactError(f"{teacher_dir} holds no trained teacher: the slm student is cut from one; run "
                                 "`rdistill teacher-train` first")
-        teacher_config = read_json(teacher_dir / "teacher_config.json")
+        teacher_config = read_json(teacher_dir / layout.TEACHER_CONFIG_FILE)
         if teacher_config["params"]["mode"] != "items" or teacher_config["params"].get("pooling") == "mean":
             raise ConfigError("the slm student reads item vectors and pools the last position: it needs a teacher "
                               "trained with teacher.mode=items and teacher.pooling=last")
-        backbone = AutoConfig.from_pretrained(teacher_dir / "backbone").to_dict()
+        backbone = AutoConfig.from_pretrained(teacher_dir / layout.TEACHER_BACKBONE_DIR).to_dict()
         depth = int(backbone["num_hidden_layers"])
         if params.num_layers > depth:
             raise ConfigError(f"student.params.num_layers={params.num_layers} but the teacher has only {depth} layers")
@@ -94,7 +95,7 @@ class SLMStudent(SequentialRecommender):
         """Copy the teacher's input path, first layers, head and item table (text + ID) into this student."""
         from safetensors.torch import load_file
 
-        state = load_file(Path(teacher_dir) / "model.safetensors")
+        state = load_file(Path(teacher_dir) / layout.WEIGHTS)
         own: dict[str, torch.Tensor] = {}
         for key, tensor in state.items():
             if key.startswith("backbone."):
