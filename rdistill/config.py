@@ -13,10 +13,18 @@ import os
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from rdistill.errors import ConfigError
 
@@ -33,6 +41,29 @@ class StrictModel(BaseModel):
     """A config section: unknown keys are errors, values are validated on assignment too."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """`epochs: true` is a mistake, not 1: a bool is refused where a number (or a list of numbers) is due."""
+        field = cls.model_fields.get(info.field_name) if info.field_name else None
+        if field is None or not _takes_numbers(field.annotation):
+            return value
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, bool) for v in values):
+            raise ValueError(f"expected a number, not a boolean (got {value!r})")
+        return value
+
+
+def _takes_numbers(annotation: Any) -> bool:
+    """int, float, int | None, list[int], Literal[0, 1, ...]: an annotation whose values are numbers (not bool)."""
+    if annotation is bool:
+        return False
+    if annotation in (int, float):
+        return True
+    if get_origin(annotation) is Literal:
+        return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in get_args(annotation))
+    return any(_takes_numbers(arg) for arg in get_args(annotation) if arg is not type(None))
 
 
 class DataConfig(StrictModel):

@@ -178,6 +178,34 @@ def test_wrong_type_names_the_key(override, key):
     _config_error([override], f"{key}: ")
 
 
+@pytest.mark.parametrize("override, key", [
+    ("train.epochs=true", "train.epochs"),
+    ("train.batch_size=false", "train.batch_size"),
+    ("train.num_threads=true", "train.num_threads"),
+    ("train.lr=true", "train.lr"),
+    ("data.max_users=true", "data.max_users"),
+    ("teacher.zero_stage=true", "teacher.zero_stage"),
+    ("eval.ks=[5, true]", "eval.ks"),
+    ("tune.num_samples=true", "tune.num_samples"),
+    ("distill.kd.weight=true", "distill.kd.weight"),
+    ("seed=true", "seed"),
+])
+def test_a_boolean_is_not_a_number(override, key):
+    _config_error([override], f"{key}: ", "not a boolean")
+
+
+def test_booleans_still_go_where_booleans_are_due():
+    assert load_config(None, ["train.progress=false", "data.include_tags=true"]).train.progress is False
+    with pytest.raises(ValidationError, match="not a boolean"):
+        load_config(None, []).train.epochs = True  # assignment is held to the same rule
+
+
+def test_epochs_true_in_yaml_names_file_and_key(tmp_path):
+    path = tmp_path / "bool.yaml"
+    path.write_text("train:\n  epochs: true\n")
+    _config_error([], str(path), "train.epochs", "not a boolean", path=path)
+
+
 def test_wrong_type_shows_the_value():
     _config_error(["train.lr=abc"], "train.lr", "'abc'")
 
