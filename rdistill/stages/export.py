@@ -8,7 +8,7 @@ from typing import Any
 
 from rdistill import layout
 from rdistill.layout import Address
-from rdistill.stages.registry import Stage, StageContext
+from rdistill.stages.registry import Stage, StageContext, out_address
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,13 +46,6 @@ def _run(context: StageContext) -> dict[str, Any]:
     return {"serving_dir": str(target), "name": manifest["name"], "version": manifest["version"]}
 
 
-def _writes(context: StageContext) -> list[Address]:
-    if context.option("out") is None:
-        return [Address(layout.SERVING_MODEL)]
-    relative = context.root.relative(Path(context.option("out")).resolve())
-    return [Address(relative)] if relative is not None else []  # --out outside the root: nothing to push
-
-
 STAGE = Stage(
     name="export",
     help="export a saved student with its item table to serving/model/ for the endpoint",
@@ -65,5 +58,5 @@ STAGE = Stage(
     run=_run,
     add_arguments=_arguments,
     reads=lambda context: [Address(layout.DATASET)],
-    writes=_writes,
+    writes=lambda context: out_address(context, layout.SERVING_MODEL),
 )

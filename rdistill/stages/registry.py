@@ -18,9 +18,10 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rdistill.layout import Address, ArtifactLayout
+from rdistill.layout import MANIFEST, Address, ArtifactLayout
 
 if TYPE_CHECKING:
     from rdistill.config import Config
@@ -113,6 +114,15 @@ def stage(name: str) -> Stage:
 
 def pipeline_stages() -> list[Stage]:
     return [candidate for candidate in stages() if candidate.in_pipeline]
+
+
+def out_address(context: StageContext, default: str, marker: str | None = MANIFEST) -> list[Address]:
+    """Where a stage with an `--out` option wrote: `default` under the root, or `--out` when it lies inside the root;
+    nothing to push when `--out` lies outside it."""
+    if context.option("out") is None:
+        return [Address(default, marker)]
+    relative = context.root.relative(Path(context.option("out")).resolve())
+    return [Address(relative, marker)] if relative is not None else []
 
 
 def pull_addresses(root: ArtifactRoot, addresses: list[Address]) -> None:

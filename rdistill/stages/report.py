@@ -8,7 +8,7 @@ from typing import Any
 
 from rdistill import layout
 from rdistill.layout import Address
-from rdistill.stages.registry import Stage, StageContext
+from rdistill.stages.registry import Stage, StageContext, out_address
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,14 +30,6 @@ def _reads(context: StageContext) -> list[Address]:
     return report_addresses(context.root, context.config.tune.name, context.option("measure_latency", False))
 
 
-def _writes(context: StageContext) -> list[Address]:
-    marker = layout.REPORT_SUMMARY_FILE
-    if context.option("out") is None:
-        return [Address(layout.REPORT, marker)]
-    relative = context.root.relative(Path(context.option("out")).resolve())
-    return [Address(relative, marker)] if relative is not None else []  # --out outside the root: not pushed
-
-
 STAGE = Stage(
     name="report",
     help="write report.md and report.html with plots (PNG) over what the artifact root holds",
@@ -53,5 +45,5 @@ STAGE = Stage(
     run=_run,
     add_arguments=_arguments,
     reads=_reads,
-    writes=_writes,
+    writes=lambda context: out_address(context, layout.REPORT, marker=layout.REPORT_SUMMARY_FILE),
 )
