@@ -35,6 +35,7 @@ from rdistill.export import export_student, load_exported
 from rdistill.onnx_scoring import runtime_name, scorer_for
 from rdistill.models import build_student
 from rdistill.serving import (
+    RECOMMEND_OPENAPI,
     Catalogue,
     RecommendRequest,
     ScoringRequest,
@@ -44,6 +45,7 @@ from rdistill.serving import (
     check_batching,
     is_authorized,
     parse_recommend_body,
+    read_body,
     score_batch,
 )
 
@@ -55,6 +57,7 @@ MAX_LEN = 8  # tiny_config's data.max_len: histories longer than this are trunca
 TOKEN = "s3cret-token"
 TOKEN_ENV = "RDISTILL_TEST_SERVE_TOKEN"
 BODY_LIMIT = 8192
+STALL_DEADLINE_S = 3.0  # the `secure` app's body_timeout_s
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
@@ -245,6 +248,97 @@ def test_bare_app_answers_like_the_model(model_dirs, exported):
         assert client.get("/healthz").json()["status"] == "ok"
 
 
+LONE_SURROGATE = b'{"history": ["\\ud800"]}'  # a valid JSON escape of a string UTF-8 cannot encode
+KNOWN_AND_LONE_SURROGATE = b'{"history": ["i1", "\\udfff"], "ignore_unknown": true}'
+
+
+def test_lone_surrogate_ids_are_echoed_escaped_not_a_500(model_dirs):
+    from starlette.testclient import TestClient
+
+    app = bare_fastapi_app(ServeSettings(model_dir=str(model_dirs[0])))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        post = lambda body: client.post("/recommend", content=body, headers={"content-type": "application/json"})
+        unknown = post(LONE_SURROGATE)
+        assert unknown.status_code == 422, unknown.text
+        assert unknown.json()["unknown_item_ids"] == ["\\ud800"]  # the escape, as text
+        ignored = post(KNOWN_AND_LONE_SURROGATE)
+        assert ignored.status_code == 200, ignored.text
+        assert ignored.json()["ignored_item_ids"] == ["\\udfff"] and ignored.json()["items"]
+        extra_key = post(b'{"history": ["i1"], "\\ud800": 1}')  # an unknown field's name is echoed in loc
+        assert extra_key.status_code == 422 and isinstance(extra_key.json()["detail"], str)
+
+
+def test_401_says_bearer_and_the_schema_refuses_an_empty_history(model_dirs, monkeypatch):
+    from starlette.testclient import TestClient
+
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    with TestClient(bare_fastapi_app(ServeSettings(model_dir=str(model_dirs[0]), auth_token_env=TOKEN_ENV))) as client:
+        refused = client.post("/recommend", json={"history": ["i1"]})
+        assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
+        good = client.post("/recommend", json={"history": ["i1"]}, headers={"authorization": f"Bearer {TOKEN}"})
+        assert good.status_code == 200
+    schema = RECOMMEND_OPENAPI["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["properties"]["history"]["minItems"] == 1
+    assert status_of(lambda: parse({"history": []})) == 422
+
+
+def test_require_auth_fails_closed_without_a_token(model_dirs, monkeypatch):
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    settings = ServeSettings(model_dir=str(model_dirs[0]), auth_token_env=TOKEN_ENV, require_auth=True)
+    with pytest.raises(ConfigError, match=f"require_auth is on but the environment variable {TOKEN_ENV}"):
+        bare_fastapi_app(settings)
+    monkeypatch.setenv(TOKEN_ENV, "")  # empty is as good as unset
+    with pytest.raises(ConfigError, match=TOKEN_ENV):
+        bare_fastapi_app(settings)
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    bare_fastapi_app(settings)
+    monkeypatch.delenv(TOKEN_ENV)
+    bare_fastapi_app(settings.model_copy(update={"require_auth": False}))  # the loopback default: auth optional
+
+
+@pytest.mark.parametrize("host,required", [("127.0.0.1", False), ("localhost", False), ("::1", False),
+                                           ("127.0.0.2", False), ("0.0.0.0", True), ("::", True),
+                                           ("10.0.0.5", True), ("serve.example.org", True)])
+def test_run_local_requires_auth_off_loopback(model_dirs, monkeypatch, host, required):
+    import rdistill.serving.app as serve_app
+    import rdistill.serving.local as local
+
+    seen = {}
+    monkeypatch.setattr(serve_app, "build_app", lambda settings, **options: seen.setdefault("settings", settings))
+    monkeypatch.setattr(local, "deploy", lambda *args, **kwargs: "http://x")
+    local.run_local(model_dirs[0], host=host, blocking=False)
+    assert seen["settings"].require_auth is required
+    seen.clear()
+    local.run_local(model_dirs[0], host=host, require_auth=False, blocking=False)  # an explicit choice wins
+    assert seen["settings"].require_auth is False
+
+
+def test_read_body_gives_up_on_a_stalled_body_with_408():
+    import asyncio
+
+    async def stalled():
+        yield b'{"history": '
+        await asyncio.sleep(3600)
+        yield b"[]}"
+
+    async def trickle():  # a byte at a time, each in time, the whole too late
+        for byte in b'{"history": ["i1"]}':
+            await asyncio.sleep(0.05)
+            yield bytes([byte])
+
+    async def whole():
+        yield b'{"history": ["i1"]}'
+
+    for body in (stalled, trickle):
+        started = time.monotonic()
+        with pytest.raises(ServingError) as caught:
+            asyncio.run(read_body(body(), None, BODY_LIMIT, timeout_s=0.3))
+        assert caught.value.status == 408 and time.monotonic() - started < 2
+        assert caught.value.headers == {"Connection": "close"}
+    assert asyncio.run(read_body(whole(), None, BODY_LIMIT, timeout_s=0.3)) == b'{"history": ["i1"]}'
+    assert ServeSettings(model_dir="m").body_timeout_s == 10.0
+
+
 # ------------------------------------------------------------------------------------------------ real Ray Serve
 
 
@@ -295,8 +389,8 @@ def serve_url(ray_cluster, model_dirs):
         serve.run(app, name=name, route_prefix=f"/{name}")
 
     deploy("main", model_dirs[0], replicas=2)
-    deploy("secure", model_dirs[0], auth_token_env=TOKEN_ENV, runtime="torch",
-           actor_options={"runtime_env": {"env_vars": {TOKEN_ENV: TOKEN}}})
+    deploy("secure", model_dirs[0], auth_token_env=TOKEN_ENV, require_auth=True, runtime="torch",
+           body_timeout_s=STALL_DEADLINE_S, actor_options={"runtime_env": {"env_vars": {TOKEN_ENV: TOKEN}}})
     deploy("swap", model_dirs[0])
     base = f"http://127.0.0.1:{port}"
     yield base, deploy
@@ -390,15 +484,19 @@ def test_model_details_health_and_schema(client, exported):
 
 
 @pytest.mark.integration
-def test_bearer_token_guards_every_route_but_healthz(client):
-    assert client.get("/secure/healthz").status_code == 200
+def test_bearer_token_guards_recommend_and_model_but_not_health_or_schema(client):
     good = {"authorization": f"Bearer {TOKEN}"}
-    for method, path in [("POST", "/secure/recommend"), ("GET", "/secure/model"), ("GET", "/secure/openapi.json"),
-                         ("GET", "/secure/docs")]:
+    for method, path in [("POST", "/secure/recommend"), ("GET", "/secure/model")]:
         for headers in [{}, {"authorization": "Bearer wrong"}, {"authorization": TOKEN}]:
             response = client.request(method, path, json={"history": ["i1"]}, headers=headers)
             assert response.status_code == 401 and "token" in response.json()["detail"], (path, headers)
+            assert response.headers["www-authenticate"].startswith("Bearer"), (path, headers)
         assert client.request(method, path, json={"history": ["i1"]}, headers=good).status_code == 200, path
+    # probes need /healthz; the schema and Swagger UI hold no data, and /docs must be able to load the schema
+    assert client.get("/secure/healthz").status_code == 200
+    schema = client.get("/secure/openapi.json")
+    assert schema.status_code == 200 and schema.json()["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert "/secure/openapi.json" in client.get("/secure/docs").text
     # auth is off where no token is configured
     assert client.get("/main/model").status_code == 200
 
@@ -433,6 +531,8 @@ HOSTILE = [
     ("deep nested value", b'{"history": ' + b"[" * 3000 + b"]" * 3000 + b"}", "application/json", None),
     ("bad utf-8", b'{"history": ["\xff\xfe"]}', "application/json", 400),
     ("null bytes", b'{"history": ["\\u0000"]}', "application/json", 422),
+    ("lone surrogate", LONE_SURROGATE, "application/json", 422),
+    ("lone surrogate key", b'{"history": ["i1"], "\\ud800": 1}', "application/json", 422),
     ("long id", b'{"history": ["' + b"x" * 7000 + b'"]}', "application/json", 422),
     ("too large", b"{" + b" " * (BODY_LIMIT + 10) + b"}", "application/json", 413),
 ]
@@ -445,6 +545,53 @@ def test_hostile_input_gets_a_json_4xx(client, name, body, content_type, status)
     assert 400 <= response.status_code < 500, (response.status_code, response.text[:200])
     assert status is None or response.status_code == status, response.text[:200]
     assert isinstance(response.json()["detail"], str)
+
+
+@pytest.mark.integration
+def test_a_lone_surrogate_id_is_ignored_and_echoed_escaped(client):
+    response = client.post("/main/recommend", content=KNOWN_AND_LONE_SURROGATE,
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 200, response.text
+    assert response.json()["ignored_item_ids"] == ["\\udfff"] and response.json()["items"]
+    unknown = client.post("/main/recommend", content=LONE_SURROGATE, headers={"content-type": "application/json"})
+    assert unknown.status_code == 422 and unknown.json()["unknown_item_ids"] == ["\\ud800"]
+
+
+def stall(port: int, path: str, headers: str = "") -> socket.socket:
+    """Send a POST's headers with a Content-Length, and then nothing."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall((f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  f"Content-Length: 100\r\n{headers}\r\n").encode() + b'{"history": ')
+    return sock
+
+
+@pytest.mark.integration
+def test_stalled_bodies_get_408_and_health_stays_answerable(client, serve_url):
+    port = int(serve_url[0].rsplit(":", 1)[1])
+    auth = f"Authorization: Bearer {TOKEN}\r\n"
+    started = time.monotonic()
+    stalled = [stall(port, "/secure/recommend", auth) for _ in range(6)]
+    try:
+        time.sleep(0.5)  # the replica is now waiting on six bodies
+        for _ in range(3):
+            before = time.monotonic()
+            assert client.get("/secure/healthz").status_code == 200
+            assert time.monotonic() - before < 1.0
+        assert client.post("/secure/recommend", json={"history": ids([1, 2])},
+                           headers={"authorization": f"Bearer {TOKEN}"}).status_code == 200
+        for sock in stalled:
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        elapsed = time.monotonic() - started
+        assert STALL_DEADLINE_S - 0.5 < elapsed < STALL_DEADLINE_S + 15, elapsed
+    finally:
+        for sock in stalled:
+            sock.close()
 
 
 @pytest.mark.integration

@@ -8,7 +8,8 @@ wires them into Serve, and is the one module of the package that imports Ray at 
   `serve deploy`, KubeRay serveConfigV2); `args` are the application's `args:` (ServeSettings).
 - `build_app(settings, ...)`: the same from Python, with deployment options (rdistill.serving.local.run_local).
 
-Routes: POST /recommend, GET /model, GET /healthz (never behind auth), GET /openapi.json, GET /docs.
+Routes: POST /recommend, GET /model (behind the bearer token when auth is on), GET /healthz, GET /openapi.json and
+GET /docs (never behind auth: probes need /healthz, and the schema and its UI hold no data).
 """
 
 # No `from __future__ import annotations` here: Serve's ingress rebuilds these methods, and FastAPI must see
@@ -28,19 +29,34 @@ from rdistill.serving.service import (
     Recommender,
     RecommendResponse,
     ScoringRequest,
+    SafeJSONResponse,
     ServeSettings,
     add_error_handlers,
     check_batching,
     read_body,
+    token_for,
 )
 
 DEPLOYMENT_NAME = "Recommender"
 DEFAULT_MAX_ONGOING_REQUESTS = 32
 
-# The built-in /docs and /openapi.json are replaced by routes below that honour the bearer token.
+# The built-in /docs and /openapi.json are replaced by routes below (a deployment's methods), which give Swagger UI
+# the schema's URL under the application's route prefix. Neither is behind auth: they hold no data.
 api = FastAPI(title="rdistill recommender", version="1", openapi_url=None, docs_url=None, redoc_url=None,
               description="Next-item recommendations from a distilled sequential recommender.")
 add_error_handlers(api)
+
+
+def openapi_schema() -> dict[str, Any]:
+    """FastAPI's schema (built once, cached by FastAPI) with the bearer token declared, so Swagger UI's
+    Authorize button can send it to /recommend and /model when auth is on."""
+    schema = api.openapi()
+    if "bearer" not in schema.setdefault("components", {}).get("securitySchemes", {}):
+        schema["components"].setdefault("securitySchemes", {})["bearer"] = {"type": "http", "scheme": "bearer"}
+        for path in ("/recommend", "/model"):
+            for operation in schema["paths"].get(path, {}).values():
+                operation["security"] = [{}, {"bearer": []}]  # no token (auth off) or a bearer token
+    return schema
 
 
 @serve.deployment(name=DEPLOYMENT_NAME, max_ongoing_requests=DEFAULT_MAX_ONGOING_REQUESTS,
@@ -51,6 +67,7 @@ class RecommenderDeployment:
 
     def __init__(self, settings: dict[str, Any]):
         self.settings = ServeSettings.model_validate(settings)
+        token_for(self.settings)  # require_auth without a token: refuse to start, first thing (fail closed)
         # The YAML's deployments: section may override max_ongoing_requests after the builder ran: check the
         # value this replica really got.
         check_batching(self.settings.max_batch_size, serve.get_replica_context()._deployment_config.max_ongoing_requests)
@@ -72,10 +89,10 @@ class RecommenderDeployment:
         """Top-k next items for a history of item ids (see RecommendRequest in the schema)."""
         self.recommender.authorize(request.headers.get("authorization"))
         body = await read_body(request.stream(), request.headers.get("content-length"),
-                               self.settings.max_body_bytes)
+                               self.settings.max_body_bytes, self.settings.body_timeout_s)
         scoring = self.recommender.parse(body, request.headers.get("content-type"))
         response = await self._score(scoring)
-        return JSONResponse(response.model_dump(mode="json"))
+        return SafeJSONResponse(response.model_dump(mode="json"))
 
     @api.get("/model", response_model=ModelDetails)
     async def model(self, request: Request) -> JSONResponse:
@@ -84,13 +101,11 @@ class RecommenderDeployment:
         return JSONResponse(self.recommender.details().model_dump(mode="json"))
 
     @api.get("/openapi.json", include_in_schema=False)
-    async def openapi(self, request: Request) -> JSONResponse:
-        self.recommender.authorize(request.headers.get("authorization"))
-        return JSONResponse(api.openapi())
+    async def openapi(self) -> JSONResponse:
+        return JSONResponse(openapi_schema())
 
     @api.get("/docs", include_in_schema=False)
     async def docs(self, request: Request):
-        self.recommender.authorize(request.headers.get("authorization"))
         root = request.scope.get("root_path", "").rstrip("/")
         return get_swagger_ui_html(openapi_url=f"{root}/openapi.json", title="rdistill recommender")
 

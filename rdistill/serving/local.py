@@ -18,14 +18,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rdistill.ray_runtime import ensure_ray, haproxy_exposure_warning
-from rdistill.serving.service import DEFAULT_TOKEN_ENV, ServeSettings, log
+from rdistill.serving.service import DEFAULT_TOKEN_ENV, ServeSettings, is_loopback, log
 
 
 def run_local(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, *, app_name: str = "rdistill",
               route_prefix: str = "/", num_replicas: int | None = 1, autoscaling_config: dict | None = None,
               max_ongoing_requests: int = 32, num_cpus_per_replica: float = 0.5, max_batch_size: int = 16,
-              batch_wait_timeout_s: float = 0.005, max_body_bytes: int = 64 * 1024,
-              auth_token_env: str = DEFAULT_TOKEN_ENV, torch_threads: int = 1, runtime: str = "auto",
+              batch_wait_timeout_s: float = 0.005, max_body_bytes: int = 64 * 1024, body_timeout_s: float = 10.0,
+              auth_token_env: str = DEFAULT_TOKEN_ENV, require_auth: bool | None = None, torch_threads: int = 1,
+              runtime: str = "auto",
               ray_address: str | None = None, access_log: bool = False, blocking: bool = True) -> str:
     """Serve an exported student with Ray Serve at http://host:port/ (the `rdistill serve` command).
 
@@ -42,10 +43,13 @@ def run_local(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, 
             target_ongoing_requests, upscale_delay_s, downscale_delay_s, ...).
         max_ongoing_requests: per-replica admission limit; must be >= max_batch_size.
         num_cpus_per_replica: CPUs Ray reserves per replica (fractional on a small machine).
-        max_batch_size, batch_wait_timeout_s, max_body_bytes, auth_token_env, torch_threads, runtime: see
-            ServeSettings.
+        max_batch_size, batch_wait_timeout_s, max_body_bytes, body_timeout_s, auth_token_env, torch_threads,
+            runtime: see ServeSettings.
             Auth is on when the environment variable auth_token_env is set (in the environment Ray's workers
             see: set it before the cluster starts, or in the replica's runtime_env).
+        require_auth: replicas refuse to start when auth_token_env is unset or empty (fail closed). None (the
+            default) turns it on for a host that is not loopback (`rdistill serve --host 0.0.0.0`): reachable
+            from other machines means a token is required.
         ray_address: passed to ray.init when Ray is not initialised yet: None is Ray's default (RAY_ADDRESS,
             else a running local cluster, else a new one), "local" always starts a new one.
         access_log: one log line per request in the proxy's and the replica's log files. Off by default: on a
@@ -57,9 +61,12 @@ def run_local(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, 
     """
     from rdistill.serving.app import build_app
 
+    if require_auth is None:
+        require_auth = not is_loopback(host)
     settings = ServeSettings(model_dir=absolute_model_dir(model_dir), max_batch_size=max_batch_size,
                              batch_wait_timeout_s=batch_wait_timeout_s, max_body_bytes=max_body_bytes,
-                             auth_token_env=auth_token_env, torch_threads=torch_threads, runtime=runtime)
+                             body_timeout_s=body_timeout_s, auth_token_env=auth_token_env,
+                             require_auth=require_auth, torch_threads=torch_threads, runtime=runtime)
     # built before Ray starts, so a bad setting (ConfigError from check_batching) fails without a cluster
     application = build_app(settings, num_replicas=num_replicas, autoscaling_config=autoscaling_config,
                             max_ongoing_requests=max_ongoing_requests, num_cpus_per_replica=num_cpus_per_replica)

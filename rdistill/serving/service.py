@@ -18,7 +18,9 @@ Every error is a `ServingError(status, message)`; `error_body` is its JSON form,
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import ipaddress
 import json
 import logging
 import math
@@ -66,7 +68,13 @@ class ServeSettings(BaseModel):
     max_batch_size: int = Field(16, ge=1, le=4096)  # requests scored together in one forward pass (@serve.batch)
     batch_wait_timeout_s: float = Field(0.005, ge=0.0, le=1.0)  # how long a batch waits to fill before it runs
     max_body_bytes: int = Field(64 * 1024, ge=256, le=64 * 1024 * 1024)  # larger request bodies get 413
+    # a request body not fully received this long after the handler starts reading it gets 408 (a client that
+    # sends its headers and then stalls would otherwise hold a replica slot forever)
+    body_timeout_s: float = Field(10.0, gt=0.0, le=600.0)
     auth_token_env: str = DEFAULT_TOKEN_ENV  # env var holding the bearer token; unset or empty: no auth
+    # fail closed: a replica refuses to start when auth_token_env is unset or empty in its environment, instead
+    # of serving without auth (run_local turns it on for a host that is not loopback)
+    require_auth: bool = False
     torch_threads: int = Field(1, ge=1, le=256)  # intra-op threads per replica (replicas, not threads, scale out)
     # what scores: the export's ONNX graph with ONNX Runtime (same scores, a fraction of the latency), or the
     # torch model; auto = the graph when the export holds one
@@ -88,6 +96,29 @@ def read_token(env_name: str) -> str | None:
     return os.environ.get(env_name) or None
 
 
+def token_for(settings: ServeSettings) -> str | None:
+    """The bearer token a replica checks, or None (auth off); ConfigError when `require_auth` is on and the
+    variable is unset or empty here (fail closed: never serve without auth by accident)."""
+    token = read_token(settings.auth_token_env)
+    if token is None and settings.require_auth:
+        raise ConfigError(
+            f"require_auth is on but the environment variable {settings.auth_token_env} (auth_token_env) is unset "
+            "or empty where this replica runs: set it to the bearer token in the environment of the Ray "
+            "cluster's processes (or the deployment's runtime_env), or set require_auth=false to serve without "
+            "auth on a trusted network")
+    return token
+
+
+def is_loopback(host: str) -> bool:
+    """True for a host only this machine can reach: localhost, 127.0.0.0/8, ::1."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost: assume it is reachable from elsewhere
+        return False
+
+
 def is_authorized(authorization: str | None, token: str | None) -> bool:
     """True when auth is off, or the Authorization header is `Bearer <token>` (compared in constant time)."""
     if token is None:
@@ -107,7 +138,7 @@ class RecommendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     history: list[StrictStr] = Field(
-        ..., description="item ids (the dataset's item_id column), oldest first, most recent last; the model "
+        ..., min_length=1, description="item ids (the dataset's item_id column), oldest first, most recent last; the model "
                          "reads the most recent max_len of them (see GET /model)")
     k: StrictInt = Field(10, ge=1, le=MAX_K, description="how many items to return (fewer if fewer are left)")
     exclude_history: StrictBool = Field(True, description="never recommend an item of the history")
@@ -156,10 +187,11 @@ class ErrorResponse(BaseModel):
 class ServingError(Exception):
     """A request the service refuses: an HTTP status and a message for the client (plus optional extra fields)."""
 
-    def __init__(self, status: int, message: str, **extra: Any):
+    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None, **extra: Any):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
         self.extra = extra
 
     def body(self) -> dict[str, Any]:
@@ -172,14 +204,30 @@ def error_body(message: str, **extra: Any) -> dict[str, Any]:
 
 def describe_validation_error(err: ValidationError) -> tuple[str, list[dict[str, Any]]]:
     """A one-line message and a list of {loc, msg} without the offending inputs (which may be huge)."""
-    errors = [{"loc": [str(part) for part in e["loc"]], "msg": e["msg"]} for e in err.errors(include_input=False)]
+    # a loc may hold a client's key (an unknown field): cut and escaped like an echoed id
+    errors = [{"loc": [_short(str(part)) for part in e["loc"]], "msg": e["msg"]}
+              for e in err.errors(include_input=False)]
     shown = "; ".join(f"{'.'.join(e['loc']) or 'body'}: {e['msg']}" for e in errors[:10])
     more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
     return f"invalid request: {shown}{more}", errors
 
 
 def _short(item_id: str) -> str:
-    return item_id if len(item_id) <= MAX_ID_CHARS else item_id[:MAX_ID_CHARS] + "..."
+    """A client's id as an answer may echo it: cut to MAX_ID_CHARS, and lone surrogates (valid JSON escapes such
+    as "\\ud800", but not encodable as UTF-8) written as backslash escapes, so the answer can always be encoded."""
+    short = item_id if len(item_id) <= MAX_ID_CHARS else item_id[:MAX_ID_CHARS] + "..."
+    return short.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSONResponse that never fails to encode: a string that is not valid UTF-8 (a lone surrogate) is written
+    as a JSON escape instead of raising (the last line of defence; ids echoed to clients are escaped first)."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
 # ---------------------------------------------------------------------------------------------------- parsing
@@ -314,6 +362,7 @@ class Recommender:
         from rdistill.export import load_exported
         from rdistill.storage import fetch_folder
 
+        self.token = token_for(settings)  # a missing required token stops the start before the model loads
         torch.set_num_threads(settings.torch_threads)
         self.settings = settings
         self.exported = load_exported(fetch_folder(settings.model_dir))  # a URI is pulled to this node first
@@ -322,11 +371,11 @@ class Recommender:
         self.catalogue = Catalogue.from_table(self.exported.items)
         self.info = ModelInfo(name=self.exported.name, version=self.exported.version,
                               trained_at=self.exported.trained_at)
-        self.token = read_token(settings.auth_token_env)
 
     def authorize(self, authorization: str | None) -> None:
         if not is_authorized(authorization, self.token):
-            raise ServingError(401, "missing or wrong bearer token: send 'Authorization: Bearer <token>'")
+            raise ServingError(401, "missing or wrong bearer token: send 'Authorization: Bearer <token>'",
+                               headers={"WWW-Authenticate": 'Bearer realm="rdistill"'})
 
     def parse(self, body: bytes, content_type: str | None) -> ScoringRequest:
         request = parse_recommend_body(body, content_type, self.settings.max_body_bytes)
@@ -349,16 +398,29 @@ class Recommender:
                             lineage=manifest.get("lineage", {}))
 
 
-async def read_body(receive_chunks, content_length: str | None, max_body_bytes: int) -> bytes:
+async def read_body(receive_chunks, content_length: str | None, max_body_bytes: int,
+                    timeout_s: float | None = None) -> bytes:
     """Read a request body from an async iterator of chunks, stopping with 413 as soon as it passes the limit
-    (so a client that sends no Content-Length cannot make the replica buffer an unbounded body)."""
+    (so a client that sends no Content-Length cannot make the replica buffer an unbounded body), and with 408
+    when the whole body has not arrived within timeout_s (a client that stalls, or trickles a byte at a time,
+    would otherwise hold one of the replica's max_ongoing_requests slots for as long as it likes)."""
     check_content_length(content_length, max_body_bytes)
-    chunks, size = [], 0
-    async for chunk in receive_chunks:
-        size += len(chunk)
-        if size > max_body_bytes:
-            raise ServingError(413, f"request body is over {max_body_bytes} bytes")
-        chunks.append(chunk)
+    chunks: list[bytes] = []
+
+    async def read() -> None:
+        size = 0
+        async for chunk in receive_chunks:
+            size += len(chunk)
+            if size > max_body_bytes:
+                raise ServingError(413, f"request body is over {max_body_bytes} bytes")
+            chunks.append(chunk)
+
+    try:
+        async with asyncio.timeout(timeout_s):
+            await read()
+    except TimeoutError:
+        raise ServingError(408, f"request body not received within {timeout_s:g} s",
+                           headers={"Connection": "close"}) from None
     return b"".join(chunks)
 
 
@@ -367,6 +429,7 @@ RECOMMEND_OPENAPI = {
     "requestBody": {"required": True, "content": {"application/json": {"schema": RecommendRequest.model_json_schema()}}},
     "responses": {str(status): {"description": text, "content": {"application/json": {"schema": ErrorResponse.model_json_schema()}}}
                   for status, text in [(400, "body is not JSON"), (401, "missing or wrong bearer token"),
+                                       (408, "body not received in time (body_timeout_s)"),
                                        (413, "body too large"), (415, "not application/json"),
                                        (422, "invalid request: unknown ids, empty history, k out of range ...")]},
 }
@@ -378,19 +441,19 @@ def add_error_handlers(api: FastAPI) -> None:
     from starlette.exceptions import HTTPException
 
     async def serving_error(request, exc: ServingError):
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return SafeJSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     async def http_error(request, exc: HTTPException):
-        return JSONResponse(error_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+        return SafeJSONResponse(error_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
     async def validation_error(request, exc: RequestValidationError):
         errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")} for e in exc.errors()]
         shown = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:10])
-        return JSONResponse(error_body(f"invalid request: {shown}", errors=errors), status_code=422)
+        return SafeJSONResponse(error_body(f"invalid request: {shown}", errors=errors), status_code=422)
 
     async def unexpected(request, exc: Exception):
         log.exception("unexpected error on %s", request.url.path)
-        return JSONResponse(error_body("internal error while answering the request; see the server log"),
+        return SafeJSONResponse(error_body("internal error while answering the request; see the server log"),
                             status_code=500)
 
     api.add_exception_handler(ServingError, serving_error)
@@ -416,10 +479,11 @@ def bare_fastapi_app(settings: ServeSettings) -> FastAPI:
     @api.post("/recommend", response_model=RecommendResponse, openapi_extra=RECOMMEND_OPENAPI)
     async def recommend(request: Request):
         recommender.authorize(request.headers.get("authorization"))
-        body = await read_body(request.stream(), request.headers.get("content-length"), settings.max_body_bytes)
+        body = await read_body(request.stream(), request.headers.get("content-length"), settings.max_body_bytes,
+                               settings.body_timeout_s)
         scoring = recommender.parse(body, request.headers.get("content-type"))
         async with lock:
             response = recommender.score([scoring])[0]
-        return JSONResponse(response.model_dump(mode="json"))
+        return SafeJSONResponse(response.model_dump(mode="json"))
 
     return api
