@@ -398,6 +398,30 @@ def default_search_space() -> dict[str, SearchDimension]:
     }
 
 
+# The plain student's own hyper-parameters, searched by tune.preset=plain (and `rdistill compare`): the training
+# settings plus each student parameter below that the student has (num_heads only for SASRec, ...).
+PLAIN_TRAIN_SPACE = {
+    "train.lr": SearchDimension(type="loguniform", low=1e-4, high=3e-3),
+    "train.batch_size": SearchDimension(type="choice", values=[128, 256, 512]),
+    "train.weight_decay": SearchDimension(type="choice", values=[0.0, 1e-8, 1e-6, 1e-4]),
+}
+PLAIN_STUDENT_SPACE = {
+    "hidden_size": SearchDimension(type="choice", values=[32, 64, 128]),
+    "num_layers": SearchDimension(type="choice", values=[1, 2, 3]),
+    "num_heads": SearchDimension(type="choice", values=[1, 2]),  # divides every hidden_size above
+    "dropout": SearchDimension(type="uniform", low=0.1, high=0.7),
+}
+
+
+def plain_search_space(student: str) -> dict[str, SearchDimension]:
+    """tune.preset=plain: the training settings and the student's own parameters, no distillation."""
+    from rdistill.models import student_class  # here, so importing rdistill.config does not import torch
+
+    fields = student_class(student).Params.model_fields
+    return {**PLAIN_TRAIN_SPACE, **{f"student.params.{name}": dimension
+                                    for name, dimension in PLAIN_STUDENT_SPACE.items() if name in fields}}
+
+
 class TuneConfig(StrictModel):
     """The search over distillation weights (`rdistill tune`): Ray Tune + Optuna TPE + ASHA."""
 
@@ -414,6 +438,9 @@ class TuneConfig(StrictModel):
     # Dotted config keys -> dimensions; empty means default_search_space(). Any config key may be searched,
     # student.name included (a choice of students).
     space: dict[str, SearchDimension] = Field(default_factory=dict)
+    # What an empty space searches: distill (the distillation weights and the learning rate) or plain (the
+    # student's own hyper-parameters: plain_search_space), for tuned baselines.
+    preset: Literal["distill", "plain"] = "distill"
     # quality: maximise the validation metric (eval.select_metric). quality_latency: also minimise each trial's
     # measured per-request scoring latency (multi-objective TPE; search student.* keys for latency to vary);
     # the Pareto front is saved to pareto.json and the winner is the best on validation within latency_budget_ms.
@@ -421,8 +448,11 @@ class TuneConfig(StrictModel):
     latency_budget_ms: float | None = Field(None, gt=0)  # quality_latency only; None: no budget
     export: bool = True  # export the winner to serving/model/
 
-    def search_space(self) -> dict[str, SearchDimension]:
-        return self.space or default_search_space()
+    def search_space(self, student: str) -> dict[str, SearchDimension]:
+        """tune.space, or the preset's default for `student` when it is empty."""
+        if self.space:
+            return self.space
+        return plain_search_space(student) if self.preset == "plain" else default_search_space()
 
     @model_validator(mode="after")
     def _budget_needs_latency(self) -> TuneConfig:

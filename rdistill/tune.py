@@ -137,7 +137,7 @@ def check_tune_inputs(config: Config) -> None:
 
     dataset_dir = ArtifactLayout(config.artifact_path()).dataset_dir  # pulled by the stage runner
     info = load_dataset_info(dataset_dir)
-    space = config.tune.search_space()
+    space = config.tune.search_space(config.student.name)
     searched_distill = any(key.startswith("distill.") for key in space)
     if searched_distill or config.distill.uses_teacher():
         probe = trial_config(config_to_dict(config), {"distill.kd.weight": 1.0})
@@ -179,7 +179,7 @@ def _tuner(config: Config, restore: bool):
     if restore:
         return tune.Tuner.restore(storage_path, trainable=trainable, resume_unfinished=True, resume_errored=True,
                                   storage_filesystem=filesystem)
-    space = {key: _tune_dimension(dimension) for key, dimension in tune_cfg.search_space().items()}
+    space = {key: _tune_dimension(dimension) for key, dimension in tune_cfg.search_space(config.student.name).items()}
     latency_too = tune_cfg.objective == "quality_latency"
     # ASHA always stops trials on the validation metric; with two objectives only the searcher sees latency,
     # and Tune's own metric stays unset (it would overwrite the searcher's pair)
@@ -298,7 +298,7 @@ def _finish(config: Config, campaign_dir: Path, results, started: float, restore
         scored = within_latency_budget(scored, config.tune.latency_budget_ms, campaign_dir)
     best = max(scored, key=lambda result: max(m[metric] for _, m in result.best_checkpoints))
     checkpoint, best_metrics = max(best.best_checkpoints, key=lambda pair: pair[1][metric])
-    params = {key: best.config[key] for key in config.tune.search_space()}
+    params = {key: best.config[key] for key in config.tune.search_space(config.student.name)}
     winner_config = trial_config(config_to_dict(config), params)
 
     root = config.storage()

@@ -378,7 +378,7 @@ def test_tune_space_with_old_distill_keys_still_validates():
 
     config = load_config(None, ["tune.space={distill.kd_weight: {type: uniform, low: 0.1, high: 1.0}, "
                                 "distill.gamma_position: {type: uniform, low: 0.0, high: 1.0}}"])
-    assert set(config.tune.search_space()) == {"distill.kd_weight", "distill.gamma_position"}  # kept as written
+    assert set(config.tune.search_space(config.student.name)) == {"distill.kd_weight", "distill.gamma_position"}  # kept as written
     assert canonical_key("distill.gamma_position") == "distill.rank.gamma_position"
     assert canonical_key("train.lr") == "train.lr" and canonical_key("distill.top_k") == "distill.top_k"
     _config_error(["tune.space={distill.kd_weight: {type: uniform, low: 0.1, high: 1.0}, "

@@ -197,3 +197,28 @@ def test_latency_objective_saves_the_pareto_front_and_picks_the_winner_within_th
 def test_a_latency_budget_needs_the_latency_objective(tiny_root):
     with pytest.raises(ConfigError, match="latency_budget_ms needs objective: quality_latency"):
         tiny_config(tiny_root, "tune.latency_budget_ms=5")
+
+
+def test_a_plain_student_search_finds_and_exports_a_winner(ray_cluster, tiny_root, tmp_path):
+    import shutil
+
+    """tune.preset=plain: the student's own hyper-parameters, no teacher signals needed (the tuned baseline)."""
+    from rdistill.config import plain_search_space
+    from rdistill.stages.registry import StageContext, run_stage
+    from rdistill.stages.tune import tune_inputs
+
+    shutil.copytree(tiny_root / "artifacts" / "dataset", tmp_path / "dataset")
+    config = tiny_config(tiny_root, f"artifact_root={tmp_path}", "student.name=sasrec",
+                         "tune.preset=plain", "tune.name=plain", "tune.num_samples=3", "tune.max_epochs=2",
+                         "tune.scheduler=fifo", "tune.max_concurrent=2", "train.progress=false")
+    space = config.tune.search_space("sasrec")
+    assert space == plain_search_space("sasrec")
+    assert {"train.lr", "train.batch_size", "student.params.num_heads", "student.params.dropout"} <= set(space)
+    assert "student.params.num_heads" not in plain_search_space("gru4rec")
+    assert [address.path for address in tune_inputs(config)] == ["dataset"]  # no signals for a plain search
+
+    summary = run_stage("tune", StageContext(config))
+    assert summary["trials"] == 3 and set(summary["best_params"]) == set(space)
+    served = load_exported(tmp_path / "serving" / "model")
+    assert served.name == "sasrec" and served.metrics["params"] == summary["best_params"]
+    assert served.metrics["test"]["ndcg_at_10"] == pytest.approx(summary["test"]["ndcg_at_10"])

@@ -23,7 +23,7 @@ def _run(context: StageContext) -> dict[str, Any]:
 
 def tune_inputs(config: Config) -> list[Address]:
     """The dataset, and the teacher's signals when any trial distils (the trials pull them on their own nodes)."""
-    searched_distill = any(key.startswith("distill.") for key in config.tune.search_space())
+    searched_distill = any(key.startswith("distill.") for key in config.tune.search_space(config.student.name))
     distils = searched_distill or config.distill.uses_teacher()
     return [Address(layout.DATASET)] + ([Address(layout.SIGNALS)] if distils else [])
 
