@@ -461,6 +461,28 @@ class TuneConfig(StrictModel):
         return self
 
 
+class CompareConfig(StrictModel):
+    """`rdistill compare`: is distillation worth its teacher on this data? Plain students searched like the
+    distilled ones (same trials, same epoch budget), then several seeds of each winner, tested once each."""
+
+    name: str = "compare"  # <artifact_root>/compare/<name>/ (and its campaigns tune/<name>-<student>-{plain,distill})
+    students: list[str] = Field(default_factory=lambda: ["sasrec"], min_length=1)  # names in rdistill.models
+    num_samples: int = Field(16, ge=1)  # trials of each search, plain and distilled alike
+    max_epochs: int = Field(100, ge=1)  # epoch cap of every trial and every seed run
+    seeds: int = Field(3, ge=1)  # runs of each winner, with seeds seed, seed+1, ...
+    initialised: bool = True  # also the plain winner with its item table initialised from the teacher
+
+    @field_validator("students")
+    @classmethod
+    def _known_students(cls, students: list[str]) -> list[str]:
+        from rdistill.models import STUDENTS  # here, so importing rdistill.config does not import torch
+
+        unknown = [name for name in students if name not in STUDENTS]
+        if unknown:
+            raise ValueError(f"unknown students {unknown}; known: {sorted(STUDENTS)}")
+        return students
+
+
 class Config(StrictModel):
     """The whole experiment. Sections for later stages are added beside these."""
 
@@ -476,6 +498,7 @@ class Config(StrictModel):
     infer: InferConfig = Field(default_factory=InferConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
 
     @model_validator(mode="after")
     def _searched_keys_exist(self) -> Config:

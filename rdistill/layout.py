@@ -51,6 +51,9 @@ TUNE_SUMMARY_FILE = "summary.json"
 SERVING_MODEL = "serving/model"
 SERVING_ITEMS_FILE = "items.parquet"  # in serving/model/: the item table the export scores and answers with
 REPORT = "report"
+COMPARE = "compare"
+COMPARE_TABLE_FILE = "compare.json"  # in compare/<name>/, beside compare.md and manifest.json
+COMPARE_MARKDOWN_FILE = "compare.md"
 REPORT_SUMMARY_FILE = "report.json"  # the report folder's marker
 REPORT_MARKDOWN_FILE = "report.md"
 REPORT_HTML_FILE = "report.html"
@@ -82,6 +85,11 @@ def student_run(run_name: str) -> str:
 def tune_campaign(name: str) -> str:
     """tune/<tune.name>/: one search campaign (campaign.json, summary.json, Ray Tune's trial state)"""
     return join(TUNE, name)
+
+
+def compare_run(name: str) -> str:
+    """compare/<compare.name>/: one verdict (compare.json, compare.md, manifest.json)"""
+    return join(COMPARE, name)
 
 
 def teacher_cache(file_name: str) -> str:

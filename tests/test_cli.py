@@ -35,7 +35,7 @@ def tiny_config_file(tmp_path) -> Path:
 
 
 STAGE_NAMES = ["prepare", "teacher-train", "teacher-infer", "train-student", "evaluate", "tune", "export", "serve",
-               "report"]
+               "report", "compare"]
 
 
 @pytest.mark.parametrize("command", [*STAGE_NAMES, "run", "teacher train"])

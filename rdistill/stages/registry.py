@@ -38,6 +38,7 @@ STAGE_MODULES = (
     "rdistill.stages.export",
     "rdistill.stages.serve",
     "rdistill.stages.report",
+    "rdistill.stages.compare",
 )
 
 
