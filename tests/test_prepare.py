@@ -328,3 +328,24 @@ def test_prepare_keeps_repeats_when_asked(workspace):
     # user "10" keeps its repeated 100 as its test target
     test = pq.read_table(dataset / "test.parquet").to_pydict()
     assert test["history"][1] == [1, 2, 3] and test["target"][1] == 1
+
+
+def test_prepare_warns_when_most_items_have_no_text(workspace, caplog):
+    (workspace / "raw" / "items.csv").write_text("item_id,text\n100,Item one hundred\n200,\n")
+    with caplog.at_level("WARNING", logger="rdistill.data.prepare"):
+        prepare_dataset(_config(workspace))
+    assert any("4 of the 5 items kept have no text" in r.getMessage() and "items.csv" in r.getMessage()
+               for r in caplog.records), caplog.text
+    (workspace / "raw" / "items.csv").unlink()  # an ID-only dataset: nothing to warn about
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rdistill.data.prepare"):
+        prepare_dataset(_config(workspace))
+    assert "have no text" not in caplog.text
+
+
+def test_prepare_refuses_an_items_file_of_another_dataset(workspace):
+    (workspace / "raw" / "items.csv").write_text("item_id,text\nB0001,a\nB0002,b\n")
+    with pytest.raises(DataError) as caught:
+        prepare_dataset(_config(workspace))
+    assert "items.csv" in str(caught.value) and "interactions.csv" in str(caught.value)
+    assert not (workspace / "artifacts" / "dataset").exists()

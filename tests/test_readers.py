@@ -368,6 +368,74 @@ def test_generic_corrupt_parquet(tmp_path):
     _data_error([str(path), "Parquet"], _read, tmp_path, "generic", interactions_file="interactions.parquet")
 
 
+def test_items_file_matching_no_interaction_is_refused(tmp_path):
+    folder = tmp_path / "src"
+    interactions = _write(folder / "interactions.csv", "user_id,item_id,timestamp\nu1,1,1\nu1,2,2\n")
+    items = _write(folder / "items.csv", "item_id,text\nB000X,first\nB000Y,second\n")
+    _data_error([str(items), str(interactions), "none of its 2 item ids"], _read, tmp_path, "generic")
+    _write(folder / "items.csv", "item_id,text\nB000X,first\n2,second\n")  # one match is enough
+    assert _texts(_read(tmp_path, "generic").items)["2"] == "second"
+
+
+def test_movielens_movies_file_matching_no_rating_is_refused(tmp_path):
+    folder = tmp_path / "src"
+    ratings = _write(folder / "ratings.csv", "userId,movieId,rating,timestamp\n1,10,4.0,100\n")
+    movies = _write(folder / "movies.csv", "movieId,title,genres\n99,Nope (1999),Drama\n")
+    _data_error([str(movies), str(ratings)], _read, tmp_path, "movielens")
+
+
+@pytest.mark.parametrize("header, column", [("user_id,item_id,timestamp,item_id", "item_id"),
+                                            ("user_id,timestamp,item_id,timestamp", "timestamp")])
+def test_duplicated_header_column_is_refused(tmp_path, header, column):
+    path = _write(tmp_path / "src" / "interactions.csv", f"{header}\nu1,a,1,b\n")
+    _data_error([str(path), f"column {column!r} appears twice"], _read, tmp_path, "generic")
+
+
+def test_duplicated_items_header_column_is_refused(tmp_path):
+    folder = tmp_path / "src"
+    _write(folder / "interactions.csv", "user_id,item_id,timestamp\nu1,a,1\n")
+    path = _write(folder / "items.csv", "item_id,text,text\na,x,y\n")
+    _data_error([str(path), "column 'text' appears twice"], _read, tmp_path, "generic")
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "Infinity", "nan", "NaN"])
+def test_non_finite_timestamp_is_refused(tmp_path, value):
+    path = _write(tmp_path / "src" / "interactions.csv", f"user_id,item_id,timestamp\nu1,a,1\nu1,b,{value}\n")
+    _data_error([str(path), "column 'timestamp'", "line 3", repr(value), "not a finite number"],
+                _read, tmp_path, "generic")
+
+
+def test_non_finite_parquet_timestamp_is_refused(tmp_path):
+    folder = tmp_path / "src"
+    folder.mkdir()
+    pd.DataFrame({"user_id": ["a", "a"], "item_id": ["x", "y"], "timestamp": [1.0, np.inf]}).to_parquet(
+        folder / "interactions.parquet")
+    _data_error([str(folder / "interactions.parquet"), "'timestamp'", "line 2", "not a finite number"],
+                _read, tmp_path, "generic", interactions_file="interactions.parquet")
+
+
+def test_parquet_float_ids_become_integers_when_whole(tmp_path):
+    folder = tmp_path / "src"
+    folder.mkdir()
+    # an integer column with a gap is stored as float64: 13 becomes 13.0
+    pd.DataFrame({"user_id": [1.0, 1.0, 2.0], "item_id": [13.0, 7.0, 13.0], "timestamp": [1, 2, 3]}).to_parquet(
+        folder / "inter.parquet")
+    pd.DataFrame({"item_id": [13.0, 7.0], "text": ["thirteen", "seven"]}).to_parquet(folder / "items.parquet")
+    raw = _read(tmp_path, "generic", interactions_file="inter.parquet", items_file="items.parquet")
+    _assert_log(raw.interactions, ["1", "1", "2"], ["13", "7", "13"], [1.0, 2.0, 3.0])
+    assert _texts(raw.items) == {"13": "thirteen", "7": "seven"}
+
+
+@pytest.mark.parametrize("bad, what", [(13.5, "13.5"), (float("nan"), "empty id"), (float("inf"), "inf")])
+def test_parquet_float_ids_that_are_not_whole_are_refused(tmp_path, bad, what):
+    folder = tmp_path / "src"
+    folder.mkdir()
+    pd.DataFrame({"user_id": ["a", "a"], "item_id": [1.0, bad], "timestamp": [1, 2]}).to_parquet(
+        folder / "inter.parquet")
+    _data_error([str(folder / "inter.parquet"), "'item_id'", "line 2", what],
+                _read, tmp_path, "generic", interactions_file="inter.parquet")
+
+
 @pytest.mark.parametrize("fmt", ["movielens", "s3rec", "generic"])
 def test_missing_data_source(tmp_path, fmt):
     message = _data_error([str(tmp_path / "nowhere"), "does not exist"], _read, tmp_path, fmt, path="nowhere")

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from rdistill import layout
 from rdistill.artifacts import MANIFEST_NAME, ArtifactLayout, atomic_dir, atomic_write_json, build_manifest
 from rdistill.config import Config, config_to_dict
-from rdistill.data.readers import RawLog, read_log
+from rdistill.data.readers import ITEM_ROLES, RawLog, read_log
 from rdistill.data.schema import ITEMS_SCHEMA, SPLIT_SCHEMA, USERS_SCHEMA
 from rdistill.errors import DataError
 
@@ -167,8 +167,20 @@ def build_tables(raw: RawLog, config: Config) -> tuple[dict[str, pa.Table], dict
         valid_rows=splits.valid.num_rows,
         test_rows=splits.test.num_rows,
     )
+    _warn_when_most_items_lack_text(raw, counts["items_without_text"], len(item_ids))
     tables = {"items": items, "users": users, "train": splits.train, "valid": splits.valid, "test": splits.test}
     return tables, counts
+
+
+def _warn_when_most_items_lack_text(raw: RawLog, without_text: int, n_items: int) -> None:
+    """An item table that leaves most of the kept items without text (a partial or mismatched file) starves the
+    text-reading teacher; a log without any item table is an ID-only dataset, and says so by having none."""
+    if raw.items is None or 2 * without_text <= n_items:
+        return
+    items_file = next((str(raw.sources[role]) for role in ITEM_ROLES if role in raw.sources),
+                      "the item table")
+    log.warning("%s: %d of the %d items kept have no text (missing from the file or empty): the teacher reads "
+                "item texts, so check that this is the dataset's full item table", items_file, without_text, n_items)
 
 
 def prepare_dataset(config: Config, artifacts: ArtifactLayout | None = None) -> Path:

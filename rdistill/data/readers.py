@@ -2,7 +2,9 @@
 
 The canonical log is a DataFrame with user_id (str), item_id (str), timestamp (float64) and row_order (int64:
 the position in the source file, the deterministic tie-break for equal timestamps), plus an optional item table
-(item_id, text). Every reader raises DataError naming the file, column and line of the first bad value.
+(item_id, text). Every reader raises DataError naming the file, column and line of the first bad value: a
+duplicated header column, an empty id, a timestamp that is not a finite number, an id stored as a fractional
+float; and read_log refuses an item table none of whose ids occurs in the interactions.
 """
 
 from __future__ import annotations
@@ -35,7 +37,29 @@ def read_log(config: DataConfig) -> RawLog:
     if not path.exists():
         raise DataError(f"data source {path} does not exist (data.root={config.root!r}, data.path={config.path!r})")
     readers = {"movielens": read_movielens, "s3rec": read_s3rec, "generic": read_generic}
-    return readers[config.format](path, config)
+    raw = readers[config.format](path, config)
+    _check_items_match(raw)
+    return raw
+
+
+INTERACTION_ROLES = ("interactions", "ratings", "sequences")  # RawLog.sources roles of the interactions file
+ITEM_ROLES = ("items", "movies", "attributes")  # ... and of the item table's file
+
+
+def _check_items_match(raw: RawLog) -> None:
+    """An item table none of whose ids occurs in the interactions is a wrong file or a wrong id column (e.g. ASINs
+    against integer ids): every item would silently get an empty text."""
+    if raw.items is None or raw.items.empty:
+        return
+    table_ids = set(raw.items["item_id"])
+    if not table_ids.isdisjoint(raw.interactions["item_id"]):
+        return
+    log_file = next((raw.sources[r] for r in INTERACTION_ROLES if r in raw.sources), "the interactions")
+    items_file = next((raw.sources[r] for r in ITEM_ROLES if r in raw.sources), "the item table")
+    raise DataError(
+        f"{items_file}: none of its {len(table_ids)} item ids occurs in {log_file} (there e.g. "
+        f"{raw.interactions['item_id'].iloc[0]!r}, here e.g. {raw.items['item_id'].iloc[0]!r}): is it the item "
+        "table of this dataset, and is data.item_column the same id in both files?")
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -51,24 +75,29 @@ def _read_table_file(path: Path, *, sep: str = ",", header: bool = True, names: 
             frame = pd.read_parquet(path)
         except Exception as err:  # pyarrow raises several types for corrupt files
             raise DataError(f"{path}: not a readable Parquet file ({err})") from None
+        _refuse_duplicate_columns([str(c) for c in frame.columns], path)
         return frame
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
+    options = dict(sep=sep, dtype=str, keep_default_na=False, encoding=encoding,
+                   engine="python" if len(sep) > 1 else "c")
     try:
-        return pd.read_csv(
-            path,
-            sep=sep,
-            header=0 if header else None,
-            names=names,
-            dtype=str,
-            keep_default_na=False,
-            encoding=encoding,
-            engine="python" if len(sep) > 1 else "c",
-        )
+        if header:  # pandas renames a repeated column to "name.1": read the header as written to catch it
+            _refuse_duplicate_columns(pd.read_csv(path, header=None, nrows=1, **options).iloc[0].tolist(), path)
+        return pd.read_csv(path, header=0 if header else None, names=names, **options)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
         raise DataError(f"{path}: cannot be parsed ({err})") from None
+
+
+def _refuse_duplicate_columns(columns: list[str], path: Path) -> None:
+    seen: set[str] = set()
+    for column in columns:
+        name = str(column).strip()
+        if name in seen:
+            raise DataError(f"{path}: column {name!r} appears twice in the header (found columns {columns})")
+        seen.add(name)
 
 
 def _require_columns(frame: pd.DataFrame, path: Path, columns: list[str]) -> None:
@@ -90,22 +119,40 @@ def _numeric_column(frame: pd.DataFrame, column: str, path: Path, header: bool) 
         numbers = values.astype("int64").astype("float64").where(values.notna())
     else:
         numbers = pd.to_numeric(values.astype(str).str.strip(), errors="coerce")
-    bad = np.flatnonzero(numbers.isna().to_numpy())
+    numbers = numbers.to_numpy(dtype="float64")
+    bad = np.flatnonzero(~np.isfinite(numbers))  # NaN (not a number, or missing) and +-inf alike
     if len(bad):
         first = int(bad[0])
         raise DataError(
-            f"{path}: column {column!r} line {_line_number(first, header)}: {values.iloc[first]!r} is not a number"
-            + (f" ({len(bad)} bad values in all)" if len(bad) > 1 else "")
+            f"{path}: column {column!r} line {_line_number(first, header)}: {values.iloc[first]!r} is not a "
+            "finite number" + (f" ({len(bad)} bad values in all)" if len(bad) > 1 else "")
         )
-    return numbers.to_numpy(dtype="float64")
+    return numbers
 
 
 def _id_column(frame: pd.DataFrame, column: str, path: Path, header: bool) -> np.ndarray:
+    if pd.api.types.is_float_dtype(frame[column]):
+        return _float_id_column(frame[column], column, path, header)
     ids = frame[column].astype(str).str.strip()
     empty = np.flatnonzero((ids == "").to_numpy() | frame[column].isna().to_numpy())
     if len(empty):
         raise DataError(f"{path}: column {column!r} line {_line_number(int(empty[0]), header)}: empty id")
     return ids.to_numpy(dtype=object)
+
+
+def _float_id_column(values: pd.Series, column: str, path: Path, header: bool) -> np.ndarray:
+    """Ids stored as floats (Parquet written from a frame whose integer column held a missing value): 13.0 is
+    the id "13", as in a file that stores it as an integer; a fraction or a missing value is refused."""
+    numbers = values.to_numpy(dtype="float64")
+    missing = np.flatnonzero(np.isnan(numbers))
+    if len(missing):
+        raise DataError(f"{path}: column {column!r} line {_line_number(int(missing[0]), header)}: empty id")
+    fractional = np.flatnonzero(~np.isfinite(numbers) | (numbers != np.round(numbers)))
+    if len(fractional):
+        first = int(fractional[0])
+        raise DataError(f"{path}: column {column!r} line {_line_number(first, header)}: id {numbers[first]!r} is a "
+                        "floating-point number that is not whole; store ids as strings or integers")
+    return np.array([str(int(number)) for number in numbers], dtype=object)
 
 
 def _canonical_log(users: np.ndarray, items: np.ndarray, timestamps: np.ndarray, path: Path) -> pd.DataFrame:
