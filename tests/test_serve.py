@@ -595,6 +595,25 @@ def test_stalled_bodies_get_408_and_health_stays_answerable(client, serve_url):
 
 
 @pytest.mark.integration
+def test_a_replica_without_its_required_token_refuses_to_start(serve_url, model_dirs):
+    from ray import serve
+
+    from rdistill.serving.app import build_app
+
+    missing = "RDISTILL_TEST_TOKEN_NOBODY_SET"
+    app = build_app(ServeSettings(model_dir=str(model_dirs[0]), auth_token_env=missing, require_auth=True),
+                    num_replicas=1, ray_actor_options={"num_cpus": 0.25})
+    try:
+        with pytest.raises(RuntimeError, match="Deploying application unguarded failed"):
+            serve.run(app, name="unguarded", route_prefix="/unguarded")
+        # the reason is what `serve status` shows for the deployment
+        deployment = serve.status().applications["unguarded"].deployments["Recommender"]
+        assert f"require_auth is on but the environment variable {missing}" in deployment.message, deployment
+    finally:
+        serve.delete("unguarded")
+
+
+@pytest.mark.integration
 def test_unknown_routes_and_methods_are_json(client):
     assert client.get("/main/nowhere").status_code == 404
     wrong_method = client.get("/main/recommend")
