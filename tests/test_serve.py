@@ -301,7 +301,7 @@ def test_require_auth_fails_closed_without_a_token(model_dirs, monkeypatch):
                                            ("10.0.0.5", True), ("serve.example.org", True)])
 def test_run_local_requires_auth_off_loopback(model_dirs, monkeypatch, host, required):
     import rdistill.serving.app as serve_app
-    import rdistill.serving.local as local
+    from rdistill.serving import local
 
     seen = {}
     monkeypatch.setattr(serve_app, "build_app", lambda settings, **options: seen.setdefault("settings", settings))

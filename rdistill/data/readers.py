@@ -79,8 +79,8 @@ def _read_table_file(path: Path, *, sep: str = ",", header: bool = True, names: 
         return frame
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
-    options = dict(sep=sep, dtype=str, keep_default_na=False, encoding=encoding,
-                   engine="python" if len(sep) > 1 else "c")
+    options = {"sep": sep, "dtype": str, "keep_default_na": False, "encoding": encoding,
+               "engine": "python" if len(sep) > 1 else "c"}
     try:
         if header:  # pandas renames a repeated column to "name.1": read the header as written to catch it
             _refuse_duplicate_columns(pd.read_csv(path, header=None, nrows=1, **options).iloc[0].tolist(), path)

@@ -6,8 +6,8 @@ bare uvicorn baseline (`bare_fastapi_app`) runs exactly the same code.
 
 A request is turned into scores in three steps:
 
-1. `parse_recommend_body` reads the raw body (size limit -> 413, content type -> 415, JSON -> 400, schema -> 422)
-   into a `RecommendRequest`;
+1. `read_body` reads the raw body (size limit -> 413, not received within body_timeout_s -> 408), and
+   `parse_recommend_body` turns it (content type -> 415, JSON -> 400, schema -> 422) into a `RecommendRequest`;
 2. `Catalogue.resolve` maps item ids to item_idx (unknown ids -> 422 naming them, or dropped with
    `ignore_unknown`; nothing left -> 422) into a `ScoringRequest`;
 3. `score_batch` scores many `ScoringRequest`s in one forward pass (the model reads only the most recent
@@ -138,8 +138,8 @@ class RecommendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     history: list[StrictStr] = Field(
-        ..., min_length=1, description="item ids (the dataset's item_id column), oldest first, most recent last; the model "
-                         "reads the most recent max_len of them (see GET /model)")
+        ..., min_length=1, description="item ids (the dataset's item_id column), oldest first, most recent last; "
+                                       "the model reads the most recent max_len of them (see GET /model)")
     k: StrictInt = Field(10, ge=1, le=MAX_K, description="how many items to return (fewer if fewer are left)")
     exclude_history: StrictBool = Field(True, description="never recommend an item of the history")
     ignore_unknown: StrictBool = Field(False, description="drop unknown ids instead of answering 422")
