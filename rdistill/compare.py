@@ -24,7 +24,7 @@ from typing import Any
 
 from rdistill import layout
 from rdistill.artifacts import atomic_dir, atomic_write_json, build_manifest, read_json
-from rdistill.config import Config, DistillConfig, config_to_dict, set_dotted
+from rdistill.config import Config, DistillConfig, config_to_dict, default_search_space, set_dotted
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,23 @@ def _with(config: Config, overrides: dict[str, Any], plain: bool = False) -> Con
     return Config.model_validate(raw)
 
 
+def distill_space(config: Config) -> dict[str, Any]:
+    """The default distillation space, its choices of top-K cut to what the signals hold (infer.top_k)."""
+    space = {key: dimension.model_dump(exclude_none=True) for key, dimension in default_search_space().items()}
+    top_k = space.get("distill.top_k")
+    if top_k is not None:
+        top_k["values"] = [k for k in top_k["values"] if k <= config.infer.top_k] or [config.infer.top_k]
+    return space
+
+
 def _search(config: Config, student: str, kind: str, base: dict[str, Any]) -> dict[str, Any]:
     """One campaign (plain or distill) with the compare budget; returns the tune stage's summary."""
     from rdistill.stages.registry import StageContext, run_stage
 
     budget = config.compare
     campaign = _with(config, {
-        **base, "student.name": student, "tune.name": f"{budget.name}-{student}-{kind}", "tune.space": {},
-        "tune.preset": kind, "tune.num_samples": budget.num_samples, "tune.max_epochs": budget.max_epochs,
+        **base, "student.name": student, "tune.name": f"{budget.name}-{student}-{kind}",
+        "tune.space": distill_space(config) if kind == "distill" else {}, "tune.preset": kind, "tune.num_samples": budget.num_samples, "tune.max_epochs": budget.max_epochs,
         "tune.export": False, "train.progress": False,
     }, plain=kind == "plain")
     return run_stage("tune", StageContext(campaign))
