@@ -185,8 +185,4 @@ def test_the_own_data_snippet_runs_from_a_csv_to_a_served_model(tiny_backbone, t
     assert all(item["item_id"].startswith("p") for item in answer["items"])
     assert not {item["item_id"] for item in answer["items"]} & {"p1", "p2", "p3"}
     assert answer["model"]["version"]
-    if process.returncode == 134 and "SIGTERM received" in err:
-        # Known race in `rdistill serve`: a SIGTERM that lands after the endpoint answers but before the command
-        # reaches its Ctrl-C/SIGTERM wait hits Ray's default handler, which aborts the process (exit 134).
-        pytest.xfail("rdistill serve aborted on a SIGTERM sent just after start-up (known race)")
     assert process.returncode == 0, report

@@ -70,11 +70,17 @@ def run_local(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, 
     # built before Ray starts, so a bad setting (ConfigError from check_batching) fails without a cluster
     application = build_app(settings, num_replicas=num_replicas, autoscaling_config=autoscaling_config,
                             max_ongoing_requests=max_ongoing_requests, num_cpus_per_replica=num_cpus_per_replica)
-    url = deploy(application, host, port, app_name=app_name, route_prefix=route_prefix, ray_address=ray_address,
-                 access_log=access_log)
-    if blocking:
-        serve_until_interrupted()
-    return url
+    def start() -> str:
+        return deploy(application, host, port, app_name=app_name, route_prefix=route_prefix,
+                      ray_address=ray_address, access_log=access_log)
+
+    if not blocking:
+        return start()
+    # ray.init installs Ray's own SIGTERM handler (which aborts the driver): start Ray first, so that ours replaces
+    # it before the deployment starts, and a SIGTERM at any moment after that ends as cleanly as Ctrl-C
+    ensure_ray(ray_address)
+    serve_until_interrupted(start)
+    return f"http://{host}:{port}{route_prefix.rstrip('/')}"
 
 
 def absolute_model_dir(model_dir: str | Path) -> str:
@@ -100,16 +106,19 @@ def deploy(application, host: str, port: int, *, app_name: str, route_prefix: st
     return f"http://{host}:{port}{route_prefix.rstrip('/')}"
 
 
-def serve_until_interrupted() -> None:
+def serve_until_interrupted(start: Callable[[], object] | None = None) -> None:
     """Block until Ctrl-C or SIGTERM, then shut Serve down (its proxy and every application on this cluster).
 
     SIGTERM is what `kill`, systemd and Kubernetes send to stop a process; it is turned into the same
     KeyboardInterrupt as Ctrl-C while this runs, so both end the same way: Serve shut down and the caller's
-    code after this call still runs (Ray's own driver handler would exit the process at once)."""
+    code after this call still runs (Ray's own driver handler would exit the process at once). `start`, when
+    given, deploys under the same handler, so a signal during start-up ends the same way."""
     from ray import serve
 
     restore = sigterm_raises_keyboard_interrupt()
     try:
+        if start is not None:
+            start()
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
