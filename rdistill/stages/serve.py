@@ -56,7 +56,8 @@ STAGE = Stage(
     description=(
         "Deploy <artifact_root>/serving/model/ (or --model-dir) as the Ray Serve application of "
         "rdistill/serving/app.py: POST /recommend, GET /healthz, GET /model, OpenAPI at /docs. Binds 127.0.0.1 "
-        "unless --host says otherwise; set RDISTILL_SERVE_TOKEN to require a bearer token. Runs until Ctrl-C. For "
+        "unless --host says otherwise; set RDISTILL_SERVE_TOKEN to require a bearer token (required, or the "
+        "replicas refuse to start, when --host is not a loopback address). Runs until Ctrl-C or SIGTERM. For "
         "autoscaling and cluster deployment use `serve run serve/config.yaml` / `serve deploy` (see serve/README.md)."
     ),
     run=_run,
