@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rdistill.artifacts import ArtifactLayout
-from rdistill.data.dataset import load_dataset_info, load_split, sequence_windows
+from rdistill.data.dataset import SplitTensors, load_dataset_info, load_split, pad_history_lists, sequence_windows
 from rdistill.distill.train import TRAIN_STATE_FILE, TrainState, train_student
 from rdistill.errors import ConfigError
 from rdistill.evaluate import PopularityRecommender, evaluate_model, evaluate_scorer
@@ -156,3 +156,47 @@ def test_sequence_windows_cover_every_training_target_once(tiny_root):
         # and each user's last train row is among them
         last_rows = {user: row for row, user in zip(train.row_id.tolist(), train.user_idx.tolist())}
         assert set(last_rows.values()) <= set(windows.row_id.tolist())
+
+
+def test_sequence_windows_count_the_targets_each_row_supervises(tiny_root):
+    dataset = ArtifactLayout(tiny_root / "artifacts").dataset_dir
+    windows = sequence_windows(load_split(dataset, "train", load_dataset_info(dataset).max_len))
+    assert torch.equal(windows.supervised, (windows.history != 0).sum(dim=1))
+    rows = torch.tensor([2, 0])
+    assert torch.equal(windows.select(rows).supervised, windows.supervised[rows])
+
+
+def windows_of_lengths(lengths: list[int]) -> SplitTensors:
+    """Window rows with these history lengths, as sequence_windows makes them (one user each)."""
+    count = len(lengths)
+    history = pad_history_lists([list(range(1, length + 1)) for length in lengths], max(lengths))
+    split = SplitTensors(torch.arange(count), torch.arange(count), history, torch.ones(count, dtype=torch.long))
+    return sequence_windows(split)
+
+
+def test_length_grouped_batches_weigh_every_target_alike():
+    """all_positions_loss is a mean over a batch's targets; batches of equal row counts sorted by length held
+    20x more targets in the longest than in the shortest on amazon-beauty, so a short history's targets
+    outweighed a long one's (the gap to the public SASRec, benchmarks/results/sasrec_gap.md). Length-grouped
+    batches must hold about equal numbers of targets instead, and still cover every row once."""
+    lengths = [2] * 600 + [5] * 300 + [40] * 60  # Amazon-like: mostly short, a long tail
+    windows = windows_of_lengths(lengths)
+    generator = torch.Generator().manual_seed(0)
+    batches = list(windows.batch_indices(64, shuffle=True, generator=generator, group_by_length=True))
+    assert len(batches) == -(-len(windows) // 64)
+    assert torch.equal(torch.cat(batches).sort().values, torch.arange(len(windows)))
+    targets = torch.tensor([int((windows.history[batch] != 0).sum()) for batch in batches])
+    assert targets.max() <= 1.1 * targets.float().mean() + 40  # within one row of an equal share
+    assert targets.min() >= 0.9 * targets.float().mean() - 40
+    widths = [int((windows.history[batch] != 0).any(dim=0).sum()) for batch in batches]
+    # still grouped: the short rows' 2,700 of 5,100 targets fill about 8 of the 15 batches, and those stay narrow
+    assert sum(width <= 5 for width in widths) >= 7
+
+
+def test_rows_without_target_counts_still_batch_by_rows():
+    # valid/test rows and per-row training: one target per row, so equal row counts are equal target counts
+    split = windows_of_lengths([2] * 100 + [30] * 28)
+    split.supervised = None
+    batches = list(split.batch_indices(32, shuffle=True, generator=torch.Generator().manual_seed(0),
+                                       group_by_length=True))
+    assert sorted(len(batch) for batch in batches) == [32, 32, 32, 32]

@@ -43,12 +43,16 @@ def pad_history_lists(histories: list[list[int]], max_len: int) -> torch.Tensor:
 
 @dataclass
 class SplitTensors:
-    """One split in memory: row_id [R], user_idx [R], history [R, max_len] (left-padded), target [R]."""
+    """One split in memory: row_id [R], user_idx [R], history [R, max_len] (left-padded), target [R].
+
+    supervised [R], when set, is how many targets each row is trained on (sequence_windows: one per real history
+    item, read at every position); None means one per row."""
 
     row_id: torch.Tensor
     user_idx: torch.Tensor
     history: torch.Tensor
     target: torch.Tensor
+    supervised: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.target)
@@ -65,20 +69,41 @@ class SplitTensors:
 
         group_by_length sorts rows by history length within chunks of 64 batches (a "sortish" sampler), so a
         batch's rows have similar lengths and students that drop all-padding columns do far less work; the
-        batch order is still shuffled."""
+        batch order is still shuffled. Batches then hold equal numbers of supervised targets, not of rows (they
+        differ when `supervised` is set): a loss is a mean over a batch's targets, and batches of 512 rows of
+        length-sorted windows held from ~1,000 to ~20,000 targets on amazon-beauty, so a target in a batch of
+        short histories weighed up to 20x one in a batch of long histories (short rows, 21% of the targets, took
+        half the epoch's weight; benchmarks/results/sasrec_gap.md). Equal target counts weigh every target alike,
+        as random batches do, at the sorted batches' cost."""
         order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
         if group_by_length:
             lengths = (self.history != PADDING_IDX).sum(dim=1)
             chunk = batch_size * 64
             order = torch.cat([part[torch.argsort(lengths[part], stable=True)] for part in order.split(chunk)])
-        starts = torch.arange(0, len(self), batch_size)
+        if group_by_length and self.supervised is not None:
+            starts = equal_target_starts(self.supervised[order], batch_size)
+        else:
+            starts = torch.arange(0, len(self), batch_size)
+        ends = torch.cat([starts[1:], torch.tensor([len(self)])])
+        batch_order = torch.arange(len(starts))
         if shuffle and group_by_length:
-            starts = starts[torch.randperm(len(starts), generator=generator)]
-        for start in starts.tolist():
-            yield order[start:start + batch_size]
+            batch_order = torch.randperm(len(starts), generator=generator)
+        for batch in batch_order.tolist():
+            yield order[int(starts[batch]):int(ends[batch])]
 
     def select(self, rows: torch.Tensor) -> SplitTensors:
-        return SplitTensors(self.row_id[rows], self.user_idx[rows], self.history[rows], self.target[rows])
+        supervised = self.supervised[rows] if self.supervised is not None else None
+        return SplitTensors(self.row_id[rows], self.user_idx[rows], self.history[rows], self.target[rows], supervised)
+
+
+def equal_target_starts(supervised: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """First row of each batch when rows (in batch order) supervising `supervised` targets each are cut into as
+    many batches as batch_size rows would make, each holding about the same number of targets."""
+    n_batches = -(-len(supervised) // batch_size)
+    before = torch.cumsum(supervised, 0) - supervised  # targets in the rows before each row
+    budget = supervised.sum().double() / n_batches
+    starts = torch.searchsorted(before.double(), budget * torch.arange(n_batches, dtype=torch.float64))
+    return torch.unique_consecutive(starts)  # a row supervising more than a whole budget ends up alone
 
 
 def sequence_windows(train: SplitTensors) -> SplitTensors:
@@ -88,7 +113,9 @@ def sequence_windows(train: SplitTensors) -> SplitTensors:
     max_len - 1 rows before it. So keep the user's last row and every max_len-th row before it: a causal
     student trained on these with all_positions_loss sees each target once per epoch, max_len times cheaper.
     """
-    return train.select(sequence_window_rows(train.user_idx, train.history.shape[1]))
+    windows = train.select(sequence_window_rows(train.user_idx, train.history.shape[1]))
+    windows.supervised = (windows.history != PADDING_IDX).sum(dim=1)
+    return windows
 
 
 def sequence_window_rows(user: torch.Tensor, max_len: int) -> torch.Tensor:
