@@ -156,6 +156,10 @@ class TrainConfig(StrictModel):
     # baseline). bce: the target against one sampled item with binary cross-entropy, as the original SASRec and
     # DLLM2Rec's code train their students: kept to compare with numbers reported under that protocol.
     loss: Literal["softmax", "bce"] = "softmax"
+    # targets: length-grouped batches hold equal numbers of supervised targets, so every target weighs the same in
+    # the loss (benchmarks/results/sasrec_gap.md); rows: equal numbers of rows, the earlier scheme, in which a
+    # target among short histories weighed up to 20x one among long ones
+    batch_balance: Literal["targets", "rows"] = "targets"
     eval_batch_size: int = Field(1024, ge=1)
     num_threads: int | None = Field(None, ge=1)  # torch intra-op threads; null keeps torch's default
     progress: bool = True  # tqdm progress bars on stderr

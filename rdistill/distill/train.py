@@ -164,6 +164,8 @@ def _set_up_run(config: Config, artifacts: ArtifactLayout, generator: torch.Gene
     loss_fn = DistillationObjective(model, objective, config.distill, signals, generator, train_cfg.loss)
     if objective == "all_positions":
         train = sequence_windows(train)
+        if config.train.batch_balance == "rows":  # the earlier scheme: a target's weight depends on its batch
+            train.supervised = None
     parameters = trainable_parameters(model, loss_fn)
     optimizer = torch.optim.Adam(parameters, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     terms = ", distilled (" + ", ".join(loss_fn.terms) + ")" if signals is not None else ""
