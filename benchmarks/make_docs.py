@@ -195,61 +195,54 @@ def _teacher_label(key: str, run: dict) -> str:
     return f"teacher, {mode} mode, {shape}, seed {run['seed']}{where} (`{key.split('/', 1)[1]}`)"
 
 
-def section_teacher(r: Results) -> str:
+def _teacher_dataset(r: Results, dataset: str) -> list[str]:
+    """One dataset's subsection: every teacher run, the 3-seed causal teacher and the students, then the verdict."""
     teachers = r["teacher"]
-    out = ["## The teacher",
-           "`python benchmarks/teacher.py quality --dataset <dataset> ...` fine-tunes all-MiniLM-L6-v2 as a "
-           "recommender (2 Ray Train workers, DeepSpeed ZeRO-2) and evaluates it with full ranking; each entry of "
-           f"{r.link('teacher')} records its exact command. The student rows are the 3-seed means of "
-           f"{r.link('students')} on the same prepared data."]
-    for dataset in ("amazon-scientific", "ml-latest-small", "amazon-beauty"):
-        students = r.students(dataset)
-        sasrec = students["sasrec"]["test_ndcg_at_10_mean"]
-        keys = [k for k in teachers if k.startswith(f"quality/{dataset}/")]
-        rows = []
-        for key in keys:
-            run = teachers[key]
-            epochs = f"{run['best_epoch']} of {run['teacher']['epochs']}"
-            rows.append([_teacher_label(key, run), f4(run["valid"]["ndcg_at_10"]), f4(run["test"]["hr_at_10"]),
-                         f4(run["test"]["ndcg_at_10"]), pct(rel(run["test"]["ndcg_at_10"], sasrec)), epochs,
-                         num(run["num_parameters"]), num(run["seconds_per_epoch"], 1)])
-        seeds = r.teacher_seeds(dataset, DISTILL_TABLES[dataset][1])
-        runs = [teachers[k] for k in seeds]
-        hr3, nd3 = (mean_std([t["test"][m] for t in runs]) for m in ("hr_at_10", "ndcg_at_10"))
-        rows.append(["**causal items-mode teacher, 3 seeds**", f4(np.mean([t["valid"]["ndcg_at_10"] for t in runs])),
-                     pm(hr3, 3), f"**{pm(nd3, 3)}**", pct(rel(nd3[0], sasrec)), "", "", ""])
-        for model in ("sasrec", "caser", "gru4rec", "popularity"):
-            row = students[model]
-            rows.append([f"{model} ({row['seeds']} seeds)", f4(row["valid_ndcg_at_10_mean"]),
-                         f4(row["test_hr_at_10_mean"]), f4(row["test_ndcg_at_10_mean"]),
-                         "—" if model == "sasrec" else pct(rel(row["test_ndcg_at_10_mean"], sasrec)), "",
-                         num(row["num_parameters"]), num(row["seconds_per_epoch_mean"], 1)])
-        verdict = "beats" if nd3[0] > sasrec else "does not beat"
-        out += [f"### {dataset}",
-                table(["model", "valid NDCG@10", "test HR@10", "test NDCG@10", "vs SASRec", "best epoch", "params",
-                       "s/epoch"], rows),
-                f"Over seeds {', '.join(str(t['seed']) for t in runs)} the causal items-mode teacher {verdict} "
-                f"SASRec's three seeds ({pm(nd3, 3)} against {f4(sasrec)}, {pct(rel(nd3[0], sasrec))})."]
-        gpu = teachers.get(f"quality/{dataset}/text/gpu")
-        if gpu:
-            out.append(f"The text-mode teacher (a prompt of the history's item texts; {gpu['device'].split(';')[0]}"
-                       f") tests at {f4(gpu['test']['ndcg_at_10'])}, {pct(rel(gpu['test']['ndcg_at_10'], sasrec))} "
-                       f"against SASRec; its best epoch was the last one allowed ({gpu['best_epoch']} of "
-                       f"{gpu['teacher']['epochs']}), so it is under-trained. Command: {code(gpu['command'])}.")
-    out += ["Caveats. Two CPU workers do not train bit for bit alike, so a rerun of the same command and seed can "
-            "differ (ml-latest-small's `causal` and `causal-rebuilt` entries are two runs of one command and seed; "
-            "the distillation tables name the one whose signals they read). The bidirectional, last-position "
-            "teacher (`quality/amazon-scientific/items`, the default objective) stopped at the last epoch allowed "
-            "and is under-trained. The text-mode runs are single GPU runs; distilling from them needs their "
-            "signals, not computed yet."]
+    students = r.students(dataset)
+    sasrec = students["sasrec"]["test_ndcg_at_10_mean"]
+    keys = [k for k in teachers if k.startswith(f"quality/{dataset}/")]
+    rows = []
+    for key in keys:
+        run = teachers[key]
+        epochs = f"{run['best_epoch']} of {run['teacher']['epochs']}"
+        rows.append([_teacher_label(key, run), f4(run["valid"]["ndcg_at_10"]), f4(run["test"]["hr_at_10"]),
+                     f4(run["test"]["ndcg_at_10"]), pct(rel(run["test"]["ndcg_at_10"], sasrec)), epochs,
+                     num(run["num_parameters"]), num(run["seconds_per_epoch"], 1)])
+    seeds = r.teacher_seeds(dataset, DISTILL_TABLES[dataset][1])
+    runs = [teachers[k] for k in seeds]
+    hr3, nd3 = (mean_std([t["test"][m] for t in runs]) for m in ("hr_at_10", "ndcg_at_10"))
+    rows.append(["**causal items-mode teacher, 3 seeds**", f4(np.mean([t["valid"]["ndcg_at_10"] for t in runs])),
+                 pm(hr3, 3), f"**{pm(nd3, 3)}**", pct(rel(nd3[0], sasrec)), "", "", ""])
+    for model in ("sasrec", "caser", "gru4rec", "popularity"):
+        row = students[model]
+        rows.append([f"{model} ({row['seeds']} seeds)", f4(row["valid_ndcg_at_10_mean"]),
+                     f4(row["test_hr_at_10_mean"]), f4(row["test_ndcg_at_10_mean"]),
+                     "—" if model == "sasrec" else pct(rel(row["test_ndcg_at_10_mean"], sasrec)), "",
+                     num(row["num_parameters"]), num(row["seconds_per_epoch_mean"], 1)])
+    verdict = "beats" if nd3[0] > sasrec else "does not beat"
+    out = [f"### {dataset}",
+           table(["model", "valid NDCG@10", "test HR@10", "test NDCG@10", "vs SASRec", "best epoch", "params",
+                  "s/epoch"], rows),
+           f"Over seeds {', '.join(str(t['seed']) for t in runs)} the causal items-mode teacher {verdict} "
+           f"SASRec's three seeds ({pm(nd3, 3)} against {f4(sasrec)}, {pct(rel(nd3[0], sasrec))})."]
+    gpu = teachers.get(f"quality/{dataset}/text/gpu")
+    if gpu:
+        out.append(f"The text-mode teacher (a prompt of the history's item texts; {gpu['device'].split(';')[0]}"
+                   f") tests at {f4(gpu['test']['ndcg_at_10'])}, {pct(rel(gpu['test']['ndcg_at_10'], sasrec))} "
+                   f"against SASRec; its best epoch was the last one allowed ({gpu['best_epoch']} of "
+                   f"{gpu['teacher']['epochs']}), so it is under-trained. Command: {code(gpu['command'])}.")
+    return out
 
-    throughput = [(k, v) for k, v in teachers.items() if k.startswith("throughput/")]
+
+def _teacher_throughput(r: Results) -> list[str]:
+    """The training-throughput subsection: DeepSpeed under Ray Train against a single-process torch loop."""
+    throughput = [(k, v) for k, v in r["teacher"].items() if k.startswith("throughput/")]
     rows = [[f"ZeRO-{v['zero_stage']}, micro-batch {v['batch_size_per_worker']} per worker, gradient accumulation "
              f"{v['gradient_accumulation_steps']}", num(v["ray_deepspeed_samples_per_s"], 1),
              f"{num(v['single_process_samples_per_s'], 1)} ("
              + ", ".join(num(x, 1) for x in v["single_process_samples_per_s_before_after"]) + ")",
              f"{v['ratio']:.2f}: {met(v['ratio'] >= 0.7)}"] for k, v in throughput]
-    out += ["### Training throughput",
+    return ["### Training throughput",
             "The same MiniLM teacher and optimizer batch on both sides, on the 2 cores; the single-process torch "
             "loop is timed before and after the Ray run and the two rates averaged. Commands:\n"
             + "\n".join(f"- {code(v['command'])}" for _, v in throughput),
@@ -259,6 +252,23 @@ def section_teacher(r: Results) -> str:
             "and skips the partitioned optimizer step, which buys memory, not speed; ZeRO-2/3 stay the default for "
             "the large backbones and GPUs the distributed path is built for. Repeated runs on the shared 2-core "
             "machine spread widely."]
+
+
+def section_teacher(r: Results) -> str:
+    out = ["## The teacher",
+           "`python benchmarks/teacher.py quality --dataset <dataset> ...` fine-tunes all-MiniLM-L6-v2 as a "
+           "recommender (2 Ray Train workers, DeepSpeed ZeRO-2) and evaluates it with full ranking; each entry of "
+           f"{r.link('teacher')} records its exact command. The student rows are the 3-seed means of "
+           f"{r.link('students')} on the same prepared data."]
+    for dataset in ("amazon-scientific", "ml-latest-small", "amazon-beauty"):
+        out += _teacher_dataset(r, dataset)
+    out += ["Caveats. Two CPU workers do not train bit for bit alike, so a rerun of the same command and seed can "
+            "differ (ml-latest-small's `causal` and `causal-rebuilt` entries are two runs of one command and seed; "
+            "the distillation tables name the one whose signals they read). The bidirectional, last-position "
+            "teacher (`quality/amazon-scientific/items`, the default objective) stopped at the last epoch allowed "
+            "and is under-trained. The text-mode runs are single GPU runs; distilling from them needs their "
+            "signals, not computed yet."]
+    out += _teacher_throughput(r)
     return "\n\n".join(out)
 
 
@@ -292,18 +302,8 @@ def _tune_summary(r: Results, name: str) -> dict:
     return data.get("summary", data)
 
 
-def section_distill(r: Results) -> str:
-    out = ["## Distillation",
-           "`python benchmarks/distill.py --dataset <dataset> --name <entry> --work-dir ... --teacher-entry ... "
-           "--seeds 0 1 2 --variants ...` trains plain and distilled students on the same prepared data and the "
-           f"teacher's signals (`rdistill teacher infer`); every entry of {r.link('distill')} records its exact "
-           "commands. Test, full ranking, mean ± std over the seeds shown; selection on validation, test evaluated "
-           "once per run. The tables are printed by `python benchmarks/distill_table.py <entries> --teachers "
-           "<teacher entries>`, which pools seeds of one variant over entries (footnote ᵃ)."]
-    heads = {d: distill_headline(r, d) for d in DATASETS}
-
-    # amazon-scientific
-    sci = heads["amazon-scientific"]
+def _distill_scientific(r: Results, sci: dict) -> list[str]:
+    """amazon-scientific from the causal items-mode teacher; sci is its distill_headline."""
     rows = sci["rows"]
     md, _ = r.distill(*_table_args(r, "amazon-scientific"))
     teacher = rows["teacher"]["ndcg_at_10"][0]
@@ -311,18 +311,7 @@ def section_distill(r: Results) -> str:
     weights = json.loads((r.folder / "weights" / "amazon-scientific-causal.json").read_text())["winner"]["params"]
     wide = r.distill(["amazon-scientific/causal-teacher-wide-embed"])[1]["distill-sasrec"]
     wide_tune = _tune_summary(r, "tune-amazon-scientific-wide-embed")
-    ens = r["teacher_ensemble"]["amazon-scientific"]
-    ens_rows = [["one (mean of the three)", f4(ens["single_teacher_mean_ndcg_at_10"]["valid"]), "",
-                 f4(ens["single_teacher_mean_ndcg_at_10"]["test"]),
-                 pct(rel(ens["single_teacher_mean_ndcg_at_10"]["test"], plain["ndcg_at_10"][0]))]]
-    ens_rows += [[f"ensemble of {e['teachers']}", f4(e["valid"]["ndcg_at_10"]), f4(e["test"]["hr_at_10"]),
-                  f4(e["test"]["ndcg_at_10"]), pct(rel(e["test"]["ndcg_at_10"], plain["ndcg_at_10"][0]))]
-                 for e in ens["ensembles"]]
-    ens_rows.append(["for comparison: SASRec distilled from one teacher (3 seeds)", f4(ds["valid"]),
-                     f4(ds["hr_at_10"][0]), f4(ds["ndcg_at_10"][0]), pct(ds["vs_plain_sasrec"])])
-    best_ens = max(e["test"]["ndcg_at_10"] for e in ens["ensembles"])
-    target = plain["ndcg_at_10"][0] * (1 + GOAL_GAIN)
-    out += [
+    return [
         "### amazon-scientific, from the causal items-mode teacher",
         "Commands (entry `amazon-scientific/causal-teacher`; `amazon-scientific/causal-teacher-rebuilt` adds slm "
         "seeds and the teacher-initialised distilled SASRec, on a teacher rebuilt with the same command, which "
@@ -355,6 +344,23 @@ def section_distill(r: Results) -> str:
         "learns the scale.",
         f"- slm (the teacher's first layers) tests at {pm(rows['slm']['ndcg_at_10'], rows['slm']['seeds'])}; the "
         "distilled SASRec does better at a fraction of its size.",
+    ] + _distill_scientific_ensembles(r, plain, ds)
+
+
+def _distill_scientific_ensembles(r: Results, plain: dict, ds: dict) -> list[str]:
+    """Teacher ensembles on amazon-scientific against plain SASRec (plain) and the distilled SASRec (ds)."""
+    ens = r["teacher_ensemble"]["amazon-scientific"]
+    ens_rows = [["one (mean of the three)", f4(ens["single_teacher_mean_ndcg_at_10"]["valid"]), "",
+                 f4(ens["single_teacher_mean_ndcg_at_10"]["test"]),
+                 pct(rel(ens["single_teacher_mean_ndcg_at_10"]["test"], plain["ndcg_at_10"][0]))]]
+    ens_rows += [[f"ensemble of {e['teachers']}", f4(e["valid"]["ndcg_at_10"]), f4(e["test"]["hr_at_10"]),
+                  f4(e["test"]["ndcg_at_10"]), pct(rel(e["test"]["ndcg_at_10"], plain["ndcg_at_10"][0]))]
+                 for e in ens["ensembles"]]
+    ens_rows.append(["for comparison: SASRec distilled from one teacher (3 seeds)", f4(ds["valid"]),
+                     f4(ds["hr_at_10"][0]), f4(ds["ndcg_at_10"][0]), pct(ds["vs_plain_sasrec"])])
+    best_ens = max(e["test"]["ndcg_at_10"] for e in ens["ensembles"])
+    target = plain["ndcg_at_10"][0] * (1 + GOAL_GAIN)
+    return [
         f"Teacher ensembles ({code(ens['command'])}, {num(ens['seconds'])} s, {r.link('teacher_ensemble')}): the "
         "mean of the three teacher seeds' log-softmax scores.",
         table(["teachers (causal MiniLM, seeds 42, 43, 44)", "valid NDCG@10", "test HR@10", "test NDCG@10",
@@ -365,8 +371,10 @@ def section_distill(r: Results) -> str:
         "machine: the next step toward the goal.",
     ]
 
-    # DLLM2Rec's protocol
-    proto, _ = r.distill(["amazon-scientific/dllm2rec-protocol"])[1], None
+
+def _distill_dllm2rec_protocol(r: Results, plain: dict, ds: dict) -> list[str]:
+    """amazon-scientific under DLLM2Rec's protocol; plain and ds are the rdistill-protocol SASRec rows."""
+    proto = r.distill(["amazon-scientific/dllm2rec-protocol"])[1]
     proto_tuned = r.distill(["amazon-scientific/dllm2rec-protocol-tuned"])[1]
     bce = _tune_summary(r, "tune-amazon-scientific-bce")
     p_plain = proto["plain-sasrec"]
@@ -389,7 +397,7 @@ def section_distill(r: Results) -> str:
         caser = (f" Caser under DLLM2Rec's protocol ({proto['distill-caser']['seeds']} seed): plain "
                  f"{f4(proto['plain-caser']['ndcg_at_10'][0])}, distilled {f4(proto['distill-caser']['ndcg_at_10'][0])}"
                  f", {pct(proto['distill-caser']['vs_same_plain'])}.")
-    out += [
+    return [
         "### amazon-scientific under DLLM2Rec's training protocol",
         "DLLM2Rec's public code trains every student on each row's last position with binary cross-entropy "
         "against one sampled negative; rdistill's plain SASRec uses full-softmax cross-entropy at every position. "
@@ -407,15 +415,16 @@ def section_distill(r: Results) -> str:
         f"({f4(ds['ndcg_at_10'][0])} against {f4(proto_tuned['distill-sasrec']['ndcg_at_10'][0])})." + caser,
     ]
 
-    # ml-latest-small
-    ml = heads["ml-latest-small"]
+
+def _distill_ml_latest_small(r: Results, ml: dict) -> list[str]:
+    """ml-latest-small from the causal items-mode teacher, and from its second run; ml is its distill_headline."""
     rows = ml["rows"]
     md, _ = r.distill(*_table_args(r, "ml-latest-small"))
     tune_ml = _tune_summary(r, "tune-ml-latest-small")
     ens_ml = r["teacher_ensemble"]["ml-latest-small"]
     three = [e for e in ens_ml["ensembles"] if e["teachers"] == 3][0]
     second_md, second = r.distill(["ml-latest-small/causal-teacher"], r.teacher_seeds("ml-latest-small"))
-    out += [
+    return [
         "### ml-latest-small, from the causal items-mode teacher",
         "Commands (entry `ml-latest-small/causal-teacher-rebuilt`, on the third run of the teacher command, "
         "`quality/ml-latest-small/items/causal-rebuilt`):\n" + _commands(r, "ml-latest-small/causal-teacher-rebuilt"),
@@ -444,8 +453,9 @@ def section_distill(r: Results) -> str:
         "over their plain versions.",
     ]
 
-    # amazon-beauty
-    beauty = heads["amazon-beauty"]
+
+def _distill_beauty(r: Results, beauty: dict) -> list[str]:
+    """amazon-beauty from the causal items-mode teacher; beauty is its distill_headline."""
     rows = beauty["rows"]
     md, _ = r.distill(*_table_args(r, "amazon-beauty"))
     tune_b = _tune_summary(r, "tune-amazon-beauty")
@@ -461,7 +471,7 @@ def section_distill(r: Results) -> str:
                  f"{f4(s43[v]['test']['ndcg_at_10'])} (valid {f4(s43[v]['valid']['ndcg_at_10'])})"]
                 for v, label in labels.items() if v in s43]
     ext = EXTERNAL["beauty_sasrec_full_softmax"]
-    out += [
+    return [
         "### amazon-beauty, from the causal items-mode teacher",
         "Items have no titles here (an item's text is its attribute ids). Commands (entry "
         "`amazon-beauty/causal-teacher`; `amazon-beauty/causal-teacher-seed43` adds runs distilled from the "
@@ -493,9 +503,11 @@ def section_distill(r: Results) -> str:
         "The distilled SASRec tests the same from either teacher run, so the gain does not hang on one teacher.",
     ]
 
-    # bidirectional teacher
+
+def _distill_bidirectional(r: Results, causal_ds: dict) -> list[str]:
+    """amazon-scientific from the bidirectional teacher; causal_ds is the SASRec distilled from the causal one."""
     md, bi = r.distill(["amazon-scientific"], ["quality/amazon-scientific/items"])
-    out += [
+    return [
         "### amazon-scientific, from the bidirectional teacher (the first one)",
         "Entry `amazon-scientific` (teacher `quality/amazon-scientific/items`, bidirectional, last-position "
         "objective). Commands:\n" + _commands(r, "amazon-scientific"),
@@ -503,9 +515,25 @@ def section_distill(r: Results) -> str:
         "weights are in the entry too.",
         md,
         f"The weaker teacher passes on less: the distilled SASRec gains {pct(bi['distill-sasrec']['vs_plain_sasrec'])} "
-        f"here against {pct(heads['amazon-scientific']['rows']['distill-sasrec']['vs_plain_sasrec'])} from the causal "
-        "teacher.",
+        f"here against {pct(causal_ds['vs_plain_sasrec'])} from the causal teacher.",
     ]
+
+
+def section_distill(r: Results) -> str:
+    out = ["## Distillation",
+           "`python benchmarks/distill.py --dataset <dataset> --name <entry> --work-dir ... --teacher-entry ... "
+           "--seeds 0 1 2 --variants ...` trains plain and distilled students on the same prepared data and the "
+           f"teacher's signals (`rdistill teacher infer`); every entry of {r.link('distill')} records its exact "
+           "commands. Test, full ranking, mean ± std over the seeds shown; selection on validation, test evaluated "
+           "once per run. The tables are printed by `python benchmarks/distill_table.py <entries> --teachers "
+           "<teacher entries>`, which pools seeds of one variant over entries (footnote ᵃ)."]
+    heads = {d: distill_headline(r, d) for d in DATASETS}
+    sci = heads["amazon-scientific"]["rows"]
+    out += _distill_scientific(r, heads["amazon-scientific"])
+    out += _distill_dllm2rec_protocol(r, sci["plain-sasrec"], sci["distill-sasrec"])
+    out += _distill_ml_latest_small(r, heads["ml-latest-small"])
+    out += _distill_beauty(r, heads["amazon-beauty"])
+    out += _distill_bidirectional(r, sci["distill-sasrec"])
     return "\n\n".join(out)
 
 
@@ -545,7 +573,8 @@ def _lat(row: dict) -> str:
     return f"{row['p50_ms']:.1f} / {row['p95_ms']:.1f} / {row['p99_ms']:.1f}"
 
 
-def section_serving(r: Results) -> str:
+def _serving_setup(r: Results) -> list[str]:
+    """The setup of the Ray Serve benchmark, then its closed-loop throughput and open-loop latency tables."""
     s = r["serve"]
     comps = s["comparisons"]
     thr = [[c["replicas"], num(c["ray_serve"]["closed_loop"]["throughput_rps"], 1),
@@ -554,14 +583,61 @@ def section_serving(r: Results) -> str:
     rates = sorted(_rates(comps[0], "ray_serve"))
     lat = [[f"{rate}/s"] + [_lat(_rates(c, "ray_serve")[rate]) for c in comps]
            + [_lat(_rates(comps[0], "bare_uvicorn")[rate])] for rate in rates]
+    student = s["models"]["students"][0]
+    return [
+        f"{code(s['command'])} ({r.link('serve')}; load average {s['machine']['load_average_at_start'][0]} at the "
+        f"start, {s['machine']['cpus']} cores). Both servers score with ONNX Runtime from the export's graph. The "
+        f"served model is a SASRec on amazon-scientific with the distilled SASRec's architecture "
+        f"({num(student['parameters'])} parameters); serving cost does not depend on the weights. Request bodies are "
+        f"real test histories, `k` {s['settings']['k']}. Ray Serve: `max_batch_size` {s['settings']['max_batch_size']}, "
+        f"`batch_wait_timeout_s` {s['settings']['batch_wait_timeout_s']}, one thread per replica, the access log off, "
+        "with the environment `rdistill.ray_runtime.ensure_ray` sets ("
+        + ", ".join(f"`{k}={v}`" for k, v in s["ray_serve_env"].items()) + "). The baseline is a bare "
+        "single-process uvicorn app serving the same code without batching; the two take turns phase by phase on "
+        "the same cores as the load generator. Open loop: requests on a fixed schedule; closed loop: "
+        f"{s['settings']['concurrency']} clients sending as fast as they are answered.",
+        "Throughput, closed loop (requests/s):",
+        table(["Ray Serve replicas", "Ray Serve", "bare uvicorn", "ratio"], thr),
+        "Latency at fixed request rates, open loop (p50 / p95 / p99 in ms):",
+        table(["rate"] + [f"Ray Serve, {c['replicas']} replica{'s' if c['replicas'] > 1 else ''}" for c in comps]
+              + ["bare uvicorn"], lat),
+    ]
+
+
+def _serving_autoscaling_and_student(r: Results) -> list[str]:
+    """Autoscaling under a load step, and the student's latency against the teacher's."""
+    s = r["serve"]
     auto = s["autoscaling"]
     cfg = auto["autoscaling_config"]
-    g = s["goals"]
-    h = r["serve-haproxy"]
-    hg = h["goals"]
     student = s["models"]["students"][0]
     teacher, text = s["models"]["teacher"], s["models"]["teacher_text_mode"]
     over = student["over_teacher"]
+    return [
+        f"**Autoscaling** (`min_replicas` {cfg['min_replicas']}, `max_replicas` {cfg['max_replicas']}, "
+        f"`target_ongoing_requests` {cfg['target_ongoing_requests']}, `upscale_delay_s` {cfg['upscale_delay_s']}, "
+        f"`downscale_delay_s` {cfg['downscale_delay_s']}): the load step came at {auto['high_load_from_s']} s, the "
+        f"scale-up decision at {auto['first_upscale_decision_s']} s, the first extra replica ran at "
+        f"{auto['first_extra_replica_running_s']} s; {auto['max_replicas_seen']} replicas at most, "
+        f"{auto['replicas_at_end']} at the end. The high phase served {auto['phases']['high']['throughput_rps']} "
+        f"requests/s with p99 {auto['phases']['high']['p99_ms']:.0f} ms and "
+        f"{sum(p['errors'] for p in auto['phases'].values())} errors: the cores were the limit, not the replicas.",
+        f"**Student against teacher**, both timed in-process on one thread, one history of "
+        f"{s['models']['history_length']} items against the full catalogue (medians): SASRec {student['torch_ms']} ms "
+        f"(torch) / {student['onnx_ms']} ms (ONNX Runtime); MiniLM teacher in items mode {teacher['torch_ms']} / "
+        f"{teacher['onnx_ms']} ms; in text mode {text['torch_ms']} ms (torch). In the same runtime the student takes "
+        f"{over['latency_torch']} (torch) and {over['latency_onnx']} (ONNX Runtime) of the teacher's latency, "
+        f"{over['latency_served_vs_text_teacher']} of the text-mode teacher's as served, with "
+        f"{upct(over['parameters'])} of its parameters.",
+    ]
+
+
+def _serving_goals(r: Results) -> list[str]:
+    """The serving goals: Ray Serve against bare uvicorn, and the student against the teacher."""
+    s = r["serve"]
+    over = s["models"]["students"][0]["over_teacher"]
+    g = s["goals"]
+    h = r["serve-haproxy"]
+    hg = h["goals"]
     lt = r["latency"]
     by_name = {row["model"]: row for row in lt["students"]}
     caser, gru = by_name["caser"]["over_teacher"]["latency_onnx"], by_name["gru4rec"]["over_teacher"]["latency_onnx"]
@@ -579,6 +655,15 @@ def section_serving(r: Results) -> str:
         ["student parameters ≤ 0.05 × teacher's", f"{g['student_over_teacher_parameters']}",
          "yes" if g["student_over_teacher_parameters"] <= 0.05 else "no"],
     ]
+    return [
+        "Goals:",
+        table(["goal", "measured", "met"], goal_rows),
+    ]
+
+
+def _serving_haproxy(r: Results) -> list[str]:
+    """Ray Serve with HAProxy in place of its Python proxy: throughput, latency and autoscaling."""
+    h = r["serve-haproxy"]
     hcomps = h["comparisons"]
     hrows = [["closed loop, 16 clients (requests/s)"] + [f"{num(c['ray_serve']['closed_loop']['throughput_rps'], 1)}"
                                                          for c in hcomps]
@@ -588,7 +673,38 @@ def section_serving(r: Results) -> str:
         hrows.append([f"p50 / p95 / p99 at {rate} requests/s (ms)"]
                      + [_lat(_rates(c, "ray_serve")[rate]) for c in hcomps] + [_lat(_rates(hcomps[0], "bare_uvicorn")[rate])])
     ha = h["autoscaling"]
+    return [
+        f"**HAProxy ingress** ({code(h['command'])}, {r.link('serve-haproxy')}). Ray can put HAProxy in place of its "
+        "Python proxy actor, so a request no longer crosses the proxy process and an actor call:",
+        table([""] + [f"Ray Serve, {c['replicas']} replica{'s' if c['replicas'] > 1 else ''}" for c in hcomps]
+              + ["bare uvicorn"], hrows),
+        f"Autoscaling under HAProxy: decision at {ha['first_upscale_decision_s']} s, first extra replica at "
+        f"{ha['first_extra_replica_running_s']} s, {ha['max_replicas_seen']} replicas at most, back to "
+        f"{ha['replicas_at_end']}; the high phase served {ha['phases']['high']['throughput_rps']} requests/s. HAProxy is "
+        "on in the KubeRay RayService and opt-in locally (`RAY_SERVE_ENABLE_HA_PROXY=1` before Ray starts): Ray's "
+        "HAProxy binds its stats page and metrics exporter on every interface, which would break the endpoint's "
+        "promise to bind 127.0.0.1 by default (details in serve/README.md).",
+    ]
 
+
+def _serving_swaps(r: Results) -> list[str]:
+    """Rolling model updates under load, with either ingress."""
+    swap = r["serve-swap"]
+    swap_rows = [[name, num(run["requests"]), run["failed"], f"{run['answered_ms']['p50']} / {run['answered_ms']['p99']} / "
+                  f"{run['answered_ms']['max']}"] for name, run in (("Python proxy (default)", swap["python-proxy"]),
+                                                                     ("HAProxy", swap["haproxy"]))]
+    return [
+        f"**Model swaps under load** ({r.link('serve-swap')}): {swap['haproxy']['swaps']} rolling updates under "
+        f"{swap['haproxy']['client_threads']} keep-alive clients with no retries. Commands:\n"
+        + "\n".join(f"- {code(run['command'])}" for run in swap.values()),
+        table(["ingress", "requests", "failed", "p50 / p99 / max (ms)"], swap_rows),
+        "The requests sent as a swap begins wait for the new replica, which starts on the same cores.",
+    ]
+
+
+def _serving_onnx(r: Results) -> list[str]:
+    """Student and teacher latency in torch and in ONNX Runtime."""
+    lt = r["latency"]
     onnx_rows = []
     for row in lt["students"]:
         ot = row["over_teacher"]
@@ -598,7 +714,19 @@ def section_serving(r: Results) -> str:
                       f"{lt['teacher']['torch_ms']:.1f} ms", f"{lt['teacher']['onnx_ms']:.1f} ms", ""])
     onnx_rows.append(["MiniLM teacher, text mode", num(lt["teacher_text_mode"]["parameters"]),
                       f"{lt['teacher_text_mode']['torch_ms']:.1f} ms", "", ""])
+    return [
+        "### ONNX Runtime",
+        f"{code(lt['command'])} ({r.link('latency')}): ml-latest-small, one history of {lt['history_length']} items "
+        f"against the full catalogue, {lt['threads']} thread, through the same `scores` call the endpoint makes "
+        f"(load average {lt['machine']['load_average_at_start'][0]} at the start). The students were trained for a "
+        "few epochs with the distilled students' architectures and sizes: latency does not depend on the weights.",
+        table(["model", "parameters", "torch", "ONNX Runtime", "ratio to the teacher, same runtime (torch / ONNX)"],
+              onnx_rows),
+    ]
 
+
+def _serving_runtimes(r: Results) -> list[str]:
+    """The endpoint per runtime and ingress, and Serve's environment switches."""
     runs = [("torch, Python proxy", r["serve-torch-ml"]), ("ONNX Runtime, Python proxy", r["serve-onnx"]),
             ("ONNX Runtime, HAProxy", r["serve-onnx-haproxy"])]
     rt_rows = []
@@ -611,68 +739,8 @@ def section_serving(r: Results) -> str:
                             num(c["ray_serve"]["closed_loop"]["throughput_rps"], 1),
                             num(c["bare_uvicorn"]["closed_loop"]["throughput_rps"], 1),
                             f"{c['serve_over_bare_throughput']:.2f}", f"{p100['p50_ms']:.1f} / {p100['p99_ms']:.1f} ms"])
-    swap = r["serve-swap"]
-    swap_rows = [[name, num(run["requests"]), run["failed"], f"{run['answered_ms']['p50']} / {run['answered_ms']['p99']} / "
-                  f"{run['answered_ms']['max']}"] for name, run in (("Python proxy (default)", swap["python-proxy"]),
-                                                                     ("HAProxy", swap["haproxy"]))]
     tuned = r["serve-tuned-env"]
-    return "\n\n".join([
-        "## Serving (Ray Serve)",
-        f"{code(s['command'])} ({r.link('serve')}; load average {s['machine']['load_average_at_start'][0]} at the "
-        f"start, {s['machine']['cpus']} cores). Both servers score with ONNX Runtime from the export's graph. The "
-        f"served model is a SASRec on amazon-scientific with the distilled SASRec's architecture "
-        f"({num(student['parameters'])} parameters); serving cost does not depend on the weights. Request bodies are "
-        f"real test histories, `k` {s['settings']['k']}. Ray Serve: `max_batch_size` {s['settings']['max_batch_size']}, "
-        f"`batch_wait_timeout_s` {s['settings']['batch_wait_timeout_s']}, one thread per replica, the access log off, "
-        "with the environment `rdistill.ray_runtime.ensure_ray` sets ("
-        + ", ".join(f"`{k}={v}`" for k, v in s["ray_serve_env"].items()) + "). The baseline is a bare "
-        "single-process uvicorn app serving the same code without batching; the two take turns phase by phase on "
-        "the same cores as the load generator. Open loop: requests on a fixed schedule; closed loop: "
-        f"{s['settings']['concurrency']} clients sending as fast as they are answered.",
-        "Throughput, closed loop (requests/s):",
-        table(["Ray Serve replicas", "Ray Serve", "bare uvicorn", "ratio"], thr),
-        "Latency at fixed request rates, open loop (p50 / p95 / p99 in ms):",
-        table(["rate"] + [f"Ray Serve, {c['replicas']} replica{'s' if c['replicas'] > 1 else ''}" for c in comps]
-              + ["bare uvicorn"], lat),
-        f"**Autoscaling** (`min_replicas` {cfg['min_replicas']}, `max_replicas` {cfg['max_replicas']}, "
-        f"`target_ongoing_requests` {cfg['target_ongoing_requests']}, `upscale_delay_s` {cfg['upscale_delay_s']}, "
-        f"`downscale_delay_s` {cfg['downscale_delay_s']}): the load step came at {auto['high_load_from_s']} s, the "
-        f"scale-up decision at {auto['first_upscale_decision_s']} s, the first extra replica ran at "
-        f"{auto['first_extra_replica_running_s']} s; {auto['max_replicas_seen']} replicas at most, "
-        f"{auto['replicas_at_end']} at the end. The high phase served {auto['phases']['high']['throughput_rps']} "
-        f"requests/s with p99 {auto['phases']['high']['p99_ms']:.0f} ms and "
-        f"{sum(p['errors'] for p in auto['phases'].values())} errors: the cores were the limit, not the replicas.",
-        f"**Student against teacher**, both timed in-process on one thread, one history of "
-        f"{s['models']['history_length']} items against the full catalogue (medians): SASRec {student['torch_ms']} ms "
-        f"(torch) / {student['onnx_ms']} ms (ONNX Runtime); MiniLM teacher in items mode {teacher['torch_ms']} / "
-        f"{teacher['onnx_ms']} ms; in text mode {text['torch_ms']} ms (torch). In the same runtime the student takes "
-        f"{over['latency_torch']} (torch) and {over['latency_onnx']} (ONNX Runtime) of the teacher's latency, "
-        f"{over['latency_served_vs_text_teacher']} of the text-mode teacher's as served, with "
-        f"{upct(over['parameters'])} of its parameters.",
-        "Goals:",
-        table(["goal", "measured", "met"], goal_rows),
-        f"**HAProxy ingress** ({code(h['command'])}, {r.link('serve-haproxy')}). Ray can put HAProxy in place of its "
-        "Python proxy actor, so a request no longer crosses the proxy process and an actor call:",
-        table([""] + [f"Ray Serve, {c['replicas']} replica{'s' if c['replicas'] > 1 else ''}" for c in hcomps]
-              + ["bare uvicorn"], hrows),
-        f"Autoscaling under HAProxy: decision at {ha['first_upscale_decision_s']} s, first extra replica at "
-        f"{ha['first_extra_replica_running_s']} s, {ha['max_replicas_seen']} replicas at most, back to "
-        f"{ha['replicas_at_end']}; the high phase served {ha['phases']['high']['throughput_rps']} requests/s. HAProxy is "
-        "on in the KubeRay RayService and opt-in locally (`RAY_SERVE_ENABLE_HA_PROXY=1` before Ray starts): Ray's "
-        "HAProxy binds its stats page and metrics exporter on every interface, which would break the endpoint's "
-        "promise to bind 127.0.0.1 by default (details in serve/README.md).",
-        f"**Model swaps under load** ({r.link('serve-swap')}): {swap['haproxy']['swaps']} rolling updates under "
-        f"{swap['haproxy']['client_threads']} keep-alive clients with no retries. Commands:\n"
-        + "\n".join(f"- {code(run['command'])}" for run in swap.values()),
-        table(["ingress", "requests", "failed", "p50 / p99 / max (ms)"], swap_rows),
-        "The requests sent as a swap begins wait for the new replica, which starts on the same cores.",
-        "### ONNX Runtime",
-        f"{code(lt['command'])} ({r.link('latency')}): ml-latest-small, one history of {lt['history_length']} items "
-        f"against the full catalogue, {lt['threads']} thread, through the same `scores` call the endpoint makes "
-        f"(load average {lt['machine']['load_average_at_start'][0]} at the start). The students were trained for a "
-        "few epochs with the distilled students' architectures and sizes: latency does not depend on the weights.",
-        table(["model", "parameters", "torch", "ONNX Runtime", "ratio to the teacher, same runtime (torch / ONNX)"],
-              onnx_rows),
+    return [
         "The endpoint with the same SASRec, per runtime and ingress. Commands:\n"
         + "\n".join(f"- {code(data['command'])}" for _, data in runs),
         table(["runtime, ingress", "Ray Serve, closed loop (requests/s)", "bare uvicorn, closed loop", "ratio",
@@ -682,7 +750,13 @@ def section_serving(r: Results) -> str:
         + " and ".join(num(c["ray_serve"]["closed_loop"]["throughput_rps"], 1) for c in tuned["comparisons"])
         + f" requests/s and p99 at 100 requests/s {tuned['goals']['serve_p99_ms_at_100rps']} ms with "
         f"{tuned['goals']['serve_replicas']} replicas.",
-    ])
+    ]
+
+
+def section_serving(r: Results) -> str:
+    return "\n\n".join(["## Serving (Ray Serve)"] + _serving_setup(r) + _serving_autoscaling_and_student(r)
+                         + _serving_goals(r) + _serving_haproxy(r) + _serving_swaps(r) + _serving_onnx(r)
+                         + _serving_runtimes(r))
 
 
 # ---------------------------------------------------------------------------------------------------- documents
